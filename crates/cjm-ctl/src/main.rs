@@ -1,0 +1,2 @@
+//! `cjm-ctl`, the operator CLI.
+fn main() {}

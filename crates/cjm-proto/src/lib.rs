@@ -1,0 +1,1 @@
+//! The host⇄worker wire protocol. It knows nothing about processes.

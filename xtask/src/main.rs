@@ -1,0 +1,2 @@
+//! `cargo xtask`: builds, demos, tests, benchmarks.
+fn main() {}
