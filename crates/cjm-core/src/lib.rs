@@ -1,2 +1,40 @@
-//! cjm's shared vocabulary: the error taxonomy and `JobError`, content hashing and
-//! plugin metadata. It knows nothing about processes, channels or environments.
+//! cjm's shared vocabulary: the error taxonomy and [`JobError`], content hashing and
+//! plugin metadata, each faithful to the Python reference (`cjm-plugin-system` 0.0.34)
+//! down to the bytes it writes.
+//!
+//! This crate owns the shapes every other crate agrees on: how a failure is
+//! categorised and recorded, how a Python exception reported by a worker becomes a
+//! [`JobError`], how configs and files are hashed, and what a plugin's metadata says.
+//! It never touches processes, channels, environments or the clock: callers pass
+//! the time in.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//!
+//! use cjm_core::{ErrorCategory, JobErrorContext, RaisedException, hash_dict_canonical};
+//!
+//! let raised = RaisedException::new("builtins.KeyError", "'model'", "KeyError('model')");
+//! let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_791_600);
+//! let job_error = raised.to_job_error(&JobErrorContext::new(at).with_plugin("whisper"));
+//! assert_eq!(job_error.category, ErrorCategory::UserInput);
+//! assert_eq!(job_error.occurred_at.as_deref(), Some("2026-11-27T15:00:00+00:00"));
+//!
+//! let config = serde_json::json!({"model": "tiny", "beam_size": 5});
+//! assert!(hash_dict_canonical(&config).starts_with("sha256:"));
+//! ```
+
+mod errors;
+mod hashing;
+mod metadata;
+mod timestamp;
+
+pub use crate::{
+    errors::{
+        CancelPhase, ErrorCategory, JobError, JobErrorContext, PluginError, PluginErrorKind,
+        PluginRef, RaisedException, ResourceShortfall, ShortfallResource, TracebackPolicy,
+        UnknownCategory, WorkerExit,
+    },
+    hashing::{HashError, canonical_json, hash_bytes, hash_dict_canonical, hash_file, verify_hash},
+    metadata::{PluginInstance, PluginMeta, PluginTaxonomy, ResourceRequirements},
+    timestamp::isoformat_utc,
+};

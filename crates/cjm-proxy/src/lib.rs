@@ -1,1 +1,21 @@
-//! The host side of one worker.
+//! The host side of one cjm worker.
+//!
+//! [`Worker`] starts a plugin's interpreter with a clean environment and a private
+//! channel, checks the protocol handshake, and then carries calls (blocking or
+//! async), streams, pushed progress and logs, phased cancellation, statistics and
+//! typed death. It never decides *which* workers should exist (the manager does)
+//! and never touches environments or manifests.
+
+mod completion;
+mod error;
+mod event;
+mod process;
+mod spec;
+mod stats;
+mod worker;
+
+pub use error::{Death, WorkerError};
+pub use event::Event;
+pub use spec::{ENV_ALLOW_LIST, WorkerSpec};
+pub use stats::WorkerStats;
+pub use worker::{CallOptions, CallStream, CancelPolicy, PendingCall, Worker};

@@ -1,0 +1,79 @@
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cjm_proto::Value;
+
+use crate::error::Death;
+
+/// Something a worker pushed (never polled).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// `report_progress` during call `call`.
+    Progress {
+        /// The call.
+        call: u64,
+        /// 0.0–1.0, or -1.0 for indeterminate.
+        progress: f64,
+        /// Status text.
+        message: String,
+    },
+    /// `report_usage` during call `call`.
+    Usage {
+        /// The call.
+        call: u64,
+        /// Units measured by the plugin.
+        usage: Value,
+    },
+    /// A `logging` record (call 0: outside any call).
+    Log {
+        /// The call.
+        call: u64,
+        /// Python logging level.
+        level: i64,
+        /// Logger name.
+        logger: String,
+        /// The message.
+        message: String,
+    },
+    /// A line the worker printed.
+    Output {
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+        /// The line, without its newline.
+        line: String,
+    },
+    /// The worker acknowledged a cancel phase.
+    CancelAck {
+        /// The call.
+        call: u64,
+        /// `cooperative` or `interrupted`.
+        phase: String,
+    },
+    /// The worker process ended.
+    Exited {
+        /// How.
+        death: Death,
+    },
+}
+
+/// Fans events out to subscribers without ever blocking the sender.
+#[derive(Clone, Default)]
+pub(crate) struct EventHub {
+    subs: Arc<Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Event>>>>,
+}
+
+impl EventHub {
+    pub(crate) fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.subs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        rx
+    }
+
+    pub(crate) fn emit(&self, e: &Event) {
+        let mut subs = self.subs.lock().unwrap_or_else(PoisonError::into_inner);
+        subs.retain(|s| s.send(e.clone()).is_ok());
+    }
+}

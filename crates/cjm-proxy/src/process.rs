@@ -1,0 +1,903 @@
+//! One running worker process: its channel, its threads, its pending calls.
+//!
+//! Threads per process, each owned and joined or detached deliberately:
+//! - the **reader** receives frames and completes calls; it exits on EOF;
+//! - the **waiter** reaps the child; its exit is the single source of truth for
+//!   death, recorded once, and every pending call fails with it;
+//! - two **log** threads copy stdout and stderr to the log file and to events.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, mpsc};
+use std::time::Duration;
+
+use cjm_core::{CancelPhase, JobErrorContext, PluginError, PluginRef, RaisedException, WorkerExit};
+use cjm_proto::{
+    Buffer, Call, Channel, DecodeCtx, Frame, Hello, Kind, Message, PROTOCOL, PeerSegments,
+    ReleaseSink, Segment, SegmentId, Segments, ShmPool, Side, Value,
+};
+
+use crate::completion::Completion;
+use crate::error::{Death, WorkerError};
+use crate::event::{Event, EventHub};
+use crate::spec::{ENV_ALLOW_LIST, WorkerSpec};
+
+/// Inline bytes at least this large are moved into shared memory before sending.
+pub(crate) const SHM_THRESHOLD: usize = 64 * 1024;
+
+const STDERR_TAIL: usize = 20;
+
+pub(crate) type Outcome = Result<Value, WorkerError>;
+
+pub(crate) enum Slot {
+    Call(Arc<Completion<Outcome>>),
+    Stream(tokio::sync::mpsc::UnboundedSender<Result<Value, WorkerError>>),
+}
+
+#[derive(Default)]
+struct Pending {
+    slots: HashMap<u64, Slot>,
+    /// Set once the worker is dead; later calls fail at once with it.
+    dead: Option<Death>,
+    /// A call whose cancellation killed the worker: it fails as cancelled.
+    killed_for_cancel: Option<u64>,
+}
+
+struct ChannelRelease(Arc<Channel>);
+
+impl ReleaseSink for ChannelRelease {
+    fn release(&self, id: SegmentId, receipts: u32) {
+        let msg = Message::Release {
+            segment: id,
+            receipts,
+        };
+        // A dead worker needs no release: its segments died with it.
+        if let Ok(w) = msg.encode(Side::Host) {
+            let _ = self.0.send(Kind::Release, 0, &w);
+        }
+    }
+}
+
+struct HostSegments<'a> {
+    pool: &'a ShmPool,
+    peers: &'a PeerSegments,
+    release: &'a Arc<dyn ReleaseSink>,
+}
+
+impl Segments for HostSegments<'_> {
+    fn resolve(
+        &self,
+        id: SegmentId,
+        fd: Option<std::os::fd::OwnedFd>,
+    ) -> Result<Arc<Segment>, cjm_proto::ProtoError> {
+        match id.owner() {
+            Side::Host => self.pool.get(id).ok_or(cjm_proto::ProtoError::Malformed {
+                what: "worker referenced an unknown host segment",
+                offset: 0,
+            }),
+            Side::Worker => self.peers.resolve(id, fd, self.release),
+        }
+    }
+}
+
+/// One live (or dead) worker process.
+pub(crate) struct Process {
+    pub(crate) plugin: String,
+    pub(crate) pid: u32,
+    pub(crate) hello: Hello,
+    pub(crate) info: Value,
+    channel: Arc<Channel>,
+    next_id: AtomicU64,
+    pending: Mutex<Pending>,
+    gone: Condvar,
+    pub(crate) pool: ShmPool,
+    peers: PeerSegments,
+    release: Arc<dyn ReleaseSink>,
+    killing: AtomicBool,
+    exited: Completion<Death>,
+    death: OnceLock<Death>,
+    pub(crate) events: EventHub,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// Forks from one long-lived thread: `PR_SET_PDEATHSIG` fires when the *thread* that
+/// forked a child exits, so a worker forked from a short-lived thread (a blocking
+/// pool thread, a caller's thread) would be killed when that thread ends.
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnJob>> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        // The thread lives as long as the host process: it is the parent of record
+        // of every worker.
+        let _ = std::thread::Builder::new()
+            .name("cjm-spawner".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            });
+        Mutex::new(tx)
+    })
+}
+
+fn build_command(spec: &WorkerSpec, child_fd: i32) -> Command {
+    let mut cmd = Command::new(&spec.python);
+    cmd.arg("-m")
+        .arg("cjm_worker")
+        .arg("--fd")
+        .arg(child_fd.to_string())
+        .arg("--module")
+        .arg(&spec.module)
+        .arg("--class")
+        .arg(&spec.class)
+        .arg("--ppid")
+        .arg(std::process::id().to_string());
+    cmd.env_clear();
+    for key in ENV_ALLOW_LIST {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    // Prints must reach the log as they happen, not when a buffer fills.
+    cmd.env("PYTHONUNBUFFERED", "1");
+    if !spec.python_path.is_empty() {
+        let joined = std::env::join_paths(&spec.python_path).unwrap_or_default();
+        cmd.env("PYTHONPATH", joined);
+    }
+    if let Some(d) = &spec.data_dir {
+        cmd.env("CJM_DATA_DIR", d);
+    }
+    if let Some(d) = &spec.models_dir {
+        cmd.env("CJM_MODELS_DIR", d);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Its own process group, so stopping it takes its children too.
+    cmd.process_group(0);
+    // SAFETY: only async-signal-safe calls (fcntl, prctl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Let exactly this child inherit its end of the channel.
+            if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+impl Process {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "spawn, handshake and thread start-up read best as one sequence"
+    )]
+    pub(crate) fn spawn(spec: &WorkerSpec) -> Result<Arc<Self>, WorkerError> {
+        let plugin = spec.plugin.clone();
+        let (host_end, child_end) = Channel::pair().map_err(|e| WorkerError::Protocol {
+            plugin: plugin.clone(),
+            source: e,
+        })?;
+        let child_fd = child_end.as_raw_fd();
+        let cmd = build_command(spec, child_fd);
+        let (tx, rx) = mpsc::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let mut cmd = cmd;
+            let _ = tx.send(cmd.spawn());
+        });
+        spawner()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| WorkerError::Spawn {
+                plugin: plugin.clone(),
+                python: spec.python.clone(),
+                source: std::io::Error::other("the spawner thread is gone"),
+            })?;
+        let spawned = rx.recv().map_err(|_| WorkerError::Spawn {
+            plugin: plugin.clone(),
+            python: spec.python.clone(),
+            source: std::io::Error::other("the spawner thread is gone"),
+        })?;
+        drop(child_end);
+        let mut child = spawned.map_err(|source| WorkerError::Spawn {
+            plugin: plugin.clone(),
+            python: spec.python.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        let channel = Arc::new(host_end);
+        let events = EventHub::default();
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let log = open_log(spec);
+        let logs_done = start_log_threads(&mut child, log, &events, &stderr_tail, &plugin);
+
+        // Handshake: Hello, then Ready or LoadFailed, within the start timeout. The
+        // reader is not running yet, so frames are read here directly, on a helper
+        // thread that we can abandon when the timeout fires.
+        let (htx, hrx) = mpsc::channel();
+        let hch = Arc::clone(&channel);
+        let _ = std::thread::Builder::new()
+            .name("cjm-handshake".into())
+            .spawn(move || {
+                let _ = htx.send(handshake(&hch));
+            });
+        let fail = |reason: String, child: &mut Child| {
+            // SAFETY: signalling the process group we created.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            channel.shutdown();
+            let _ = child.wait();
+            let tail = stderr_tail
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect();
+            WorkerError::Handshake {
+                plugin: plugin.clone(),
+                reason,
+                stderr_tail: tail,
+            }
+        };
+        let Ok(outcome) = hrx.recv_timeout(spec.start_timeout) else {
+            return Err(fail(
+                format!("no answer within {:.1}s", spec.start_timeout.as_secs_f64()),
+                &mut child,
+            ));
+        };
+        let (hello, info) = match outcome {
+            Ok(Handshake::Ready(h, info)) => (h, info),
+            Ok(Handshake::LoadFailed(v)) => {
+                let raised = raised_from_value(&v);
+                let job_error = raised.to_job_error(
+                    &JobErrorContext::new(std::time::SystemTime::now()).with_plugin(plugin.clone()),
+                );
+                let _ = fail(String::new(), &mut child);
+                return Err(WorkerError::Load {
+                    plugin,
+                    error: Box::new(job_error),
+                });
+            }
+            Err(reason) => {
+                // Give stderr a moment to drain so the tail explains the failure.
+                return Err(fail(reason, &mut child));
+            }
+        };
+        let release: Arc<dyn ReleaseSink> = Arc::new(ChannelRelease(Arc::clone(&channel)));
+        let proc = Arc::new(Self {
+            plugin: plugin.clone(),
+            pid,
+            hello,
+            info,
+            channel,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::default(),
+            gone: Condvar::new(),
+            pool: ShmPool::new(Side::Host, 1 << 30),
+            peers: PeerSegments::default(),
+            release,
+            killing: AtomicBool::new(false),
+            exited: Completion::new(),
+            death: OnceLock::new(),
+            events,
+            threads: Mutex::default(),
+        });
+        // Share the tail the log thread fills.
+        let tail_src = stderr_tail;
+        let reader = Arc::clone(&proc);
+        let reader_handle = std::thread::Builder::new()
+            .name(format!("cjm-reader-{pid}"))
+            .spawn(move || reader.read_loop())
+            .map_err(|source| WorkerError::Spawn {
+                plugin: plugin.clone(),
+                python: spec.python.clone(),
+                source,
+            })?;
+        let waiter = Arc::clone(&proc);
+        let waiter_handle = std::thread::Builder::new()
+            .name(format!("cjm-waiter-{pid}"))
+            .spawn(move || waiter.wait_loop(child, &tail_src, &logs_done))
+            .map_err(|source| WorkerError::Spawn {
+                plugin,
+                python: spec.python.clone(),
+                source,
+            })?;
+        proc.threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([reader_handle, waiter_handle]);
+        Ok(proc)
+    }
+
+    fn plugin_ref(&self) -> PluginRef {
+        PluginRef::new(self.plugin.clone())
+    }
+
+    /// Registers a slot and sends the call.
+    pub(crate) fn start(&self, call: &Call, slot: Slot) -> Result<u64, WorkerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut prepared = call.clone();
+        for v in &mut prepared.args {
+            self.share_large(v)?;
+        }
+        for (_, v) in &mut prepared.kwargs {
+            self.share_large(v)?;
+        }
+        let body = Message::Call(prepared)
+            .encode(Side::Host)
+            .map_err(|e| self.proto(e))?;
+        {
+            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(death) = &p.dead {
+                return Err(WorkerError::Died {
+                    plugin: self.plugin.clone(),
+                    death: death.clone(),
+                });
+            }
+            p.slots.insert(id, slot);
+        }
+        if let Err(e) = self.channel.send(Kind::Call, id, &body) {
+            self.take_slot(id);
+            return Err(self.dead_or(e));
+        }
+        Ok(id)
+    }
+
+    /// Moves large inline byte buffers into shared memory.
+    fn share_large(&self, v: &mut Value) -> Result<(), WorkerError> {
+        match v {
+            Value::Bytes(b) => {
+                if let Buffer::Inline(bytes) = b
+                    && bytes.len() >= SHM_THRESHOLD
+                {
+                    *b = self.copy_to_shm(bytes)?;
+                }
+            }
+            Value::Array(a) => {
+                if let Buffer::Inline(bytes) = &a.data
+                    && bytes.len() >= SHM_THRESHOLD
+                {
+                    a.data = self.copy_to_shm(bytes)?;
+                }
+            }
+            Value::List(items) => {
+                for i in items {
+                    self.share_large(i)?;
+                }
+            }
+            Value::Map(pairs) => {
+                for (_, i) in pairs {
+                    self.share_large(i)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn copy_to_shm(&self, bytes: &[u8]) -> Result<Buffer, WorkerError> {
+        let mut buf = self.pool.alloc(bytes.len()).map_err(|e| self.proto(e))?;
+        buf.as_mut_slice().copy_from_slice(bytes);
+        Ok(Buffer::Shm(buf.freeze()))
+    }
+
+    fn proto(&self, source: cjm_proto::ProtoError) -> WorkerError {
+        WorkerError::Protocol {
+            plugin: self.plugin.clone(),
+            source,
+        }
+    }
+
+    fn dead_or(&self, e: cjm_proto::ProtoError) -> WorkerError {
+        match self.exited.wait(Some(Duration::from_secs(1))) {
+            Some(death) => {
+                self.exited.complete(death.clone());
+                WorkerError::Died {
+                    plugin: self.plugin.clone(),
+                    death,
+                }
+            }
+            None => self.proto(e),
+        }
+    }
+
+    pub(crate) fn send_control(&self, kind: Kind, id: u64) -> Result<(), WorkerError> {
+        self.channel
+            .send_empty(kind, id)
+            .map_err(|e| self.dead_or(e))
+    }
+
+    fn take_slot(&self, id: u64) -> Option<Slot> {
+        let slot = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slots
+            .remove(&id);
+        if slot.is_some() {
+            self.gone.notify_all();
+        }
+        slot
+    }
+
+    /// Whether call `id` is still waiting for its outcome.
+    pub(crate) fn is_pending(&self, id: u64) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .slots
+            .contains_key(&id)
+    }
+
+    /// Waits until call `id` has its outcome, or `timeout` passes; true if it has.
+    pub(crate) fn wait_settled(&self, id: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        while p.slots.contains_key(&id) {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                return false;
+            };
+            p = self
+                .gone
+                .wait_timeout(p, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    fn read_loop(&self) {
+        let segs = HostSegments {
+            pool: &self.pool,
+            peers: &self.peers,
+            release: &self.release,
+        };
+        loop {
+            let frame = match self.channel.recv() {
+                Ok(Some(f)) => f,
+                Ok(None) | Err(cjm_proto::ProtoError::Io { .. }) => return,
+                Err(e) => {
+                    tracing::warn!(plugin = %self.plugin, error = %e, "dropped a malformed frame from the worker");
+                    continue;
+                }
+            };
+            self.handle(frame, &segs);
+        }
+    }
+
+    fn handle(&self, frame: Frame, segs: &HostSegments<'_>) {
+        let Frame {
+            header,
+            body,
+            mut fds,
+        } = frame;
+        let id = header.id;
+        let mut ctx = DecodeCtx {
+            fds: &mut fds,
+            segments: segs,
+        };
+        let msg = match Message::decode(header.kind, &body, &mut ctx) {
+            Ok(m) => m,
+            Err(e) => {
+                // The call this frame answers fails; other calls go on.
+                if let Some(slot) = self.take_slot(id) {
+                    complete(slot, Err(self.proto(e)));
+                }
+                return;
+            }
+        };
+        match msg {
+            Message::Result(v) | Message::Stats(v) => {
+                if let Some(slot) = self.take_slot(id) {
+                    complete(slot, Ok(v));
+                }
+            }
+            Message::Pong => {
+                if let Some(slot) = self.take_slot(id) {
+                    complete(slot, Ok(Value::None));
+                }
+            }
+            Message::Error(v) => {
+                if let Some(slot) = self.take_slot(id) {
+                    complete(slot, Err(self.raised(&v)));
+                }
+            }
+            Message::Chunk(v) => {
+                let p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(Slot::Stream(tx)) = p.slots.get(&id) {
+                    let _ = tx.send(Ok(v));
+                }
+            }
+            Message::End => {
+                // Dropping the sender ends the stream.
+                self.take_slot(id);
+            }
+            Message::Progress { progress, message } => self.events.emit(&Event::Progress {
+                call: id,
+                progress,
+                message,
+            }),
+            Message::Usage(v) => self.events.emit(&Event::Usage { call: id, usage: v }),
+            Message::Log(r) => {
+                tracing::info!(plugin = %self.plugin, logger = %r.logger, level = r.level, "{}", r.message);
+                self.events.emit(&Event::Log {
+                    call: id,
+                    level: r.level,
+                    logger: r.logger,
+                    message: r.message,
+                });
+            }
+            Message::CancelAck { phase } => self.events.emit(&Event::CancelAck { call: id, phase }),
+            Message::Release { segment, receipts } => self.pool.released(segment, receipts),
+            other => {
+                tracing::warn!(plugin = %self.plugin, kind = other.kind().name(), "unexpected frame from the worker");
+            }
+        }
+    }
+
+    /// A worker's `Error` body as a typed error.
+    fn raised(&self, v: &Value) -> WorkerError {
+        let raised = raised_from_value(v);
+        let phase = v.get("cancel_phase").and_then(Value::as_str);
+        let job_error = raised.to_job_error(
+            &JobErrorContext::new(std::time::SystemTime::now()).with_plugin(self.plugin.clone()),
+        );
+        let cancelled_class = raised
+            .mro
+            .iter()
+            .any(|c| c.ends_with("PluginCancelledError"));
+        if job_error.is_cancellation() || (phase.is_some() && cancelled_class) {
+            let phase = match phase {
+                Some("interrupted") => CancelPhase::Interrupted,
+                _ => CancelPhase::Cooperative,
+            };
+            return WorkerError::Plugin(PluginError::Cancelled {
+                plugin: self.plugin_ref(),
+                phase,
+            });
+        }
+        WorkerError::Plugin(PluginError::Raised(Box::new(job_error)))
+    }
+
+    fn wait_loop(
+        &self,
+        mut child: Child,
+        tail: &Mutex<VecDeque<String>>,
+        logs_done: &mpsc::Receiver<()>,
+    ) {
+        let status = loop {
+            match child.wait() {
+                Ok(s) => break Some(s),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break None,
+            }
+        };
+        let exit = status.map(|s| match s.signal() {
+            Some(sig) => WorkerExit::Signal(sig),
+            None => WorkerExit::Code(s.code().unwrap_or(-1)),
+        });
+        let killed_by_host = self.killing.load(Ordering::Acquire);
+        // Let the log threads drain what the worker wrote before it died, so the
+        // stderr tail explains the death. A descendant that keeps the pipes open
+        // would hold them forever, so the wait is bounded.
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        for _ in 0..2 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if logs_done.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        let death = Death {
+            exit,
+            probable_oom: !killed_by_host && exit == Some(WorkerExit::Signal(libc::SIGKILL)),
+            killed_by_host,
+            stderr_tail: tail
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect(),
+        };
+        let _ = self.death.set(death.clone());
+        let (slots, killed_for_cancel) = {
+            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            p.dead = Some(death.clone());
+            (std::mem::take(&mut p.slots), p.killed_for_cancel)
+        };
+        self.gone.notify_all();
+        for (id, slot) in slots {
+            let err = if killed_for_cancel == Some(id) {
+                WorkerError::Plugin(PluginError::Cancelled {
+                    plugin: self.plugin_ref(),
+                    phase: CancelPhase::Killed,
+                })
+            } else {
+                WorkerError::Died {
+                    plugin: self.plugin.clone(),
+                    death: death.clone(),
+                }
+            };
+            complete(slot, Err(err));
+        }
+        // Wake the reader if a leaked descendant keeps the worker's end open.
+        self.channel.shutdown();
+        self.pool.forget_peer();
+        self.events.emit(&Event::Exited {
+            death: death.clone(),
+        });
+        self.exited.complete(death);
+    }
+
+    /// Marks the coming exit as the host's doing.
+    pub(crate) fn expect_exit(&self) {
+        self.killing.store(true, Ordering::Release);
+    }
+
+    /// Kills the worker's process group (the worker and everything it started).
+    pub(crate) fn kill(&self) {
+        self.killing.store(true, Ordering::Release);
+        if self.death.get().is_none() {
+            // SAFETY: signalling the process group this host created; if it is
+            // already gone the call fails harmlessly.
+            unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        }
+    }
+
+    /// Kills the worker because cancelling call `id` needed it.
+    pub(crate) fn kill_for_cancel(&self, id: u64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .killed_for_cancel = Some(id);
+        self.kill();
+    }
+
+    pub(crate) fn terminate(&self) {
+        self.killing.store(true, Ordering::Release);
+        if self.death.get().is_none() {
+            // SAFETY: as in `kill`.
+            unsafe { libc::kill(-(self.pid as i32), libc::SIGTERM) };
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub(crate) fn wait_exit(&self, timeout: Option<Duration>) -> Option<Death> {
+        if let Some(d) = self.death.get() {
+            return Some(d.clone());
+        }
+        let d = self.exited.wait(timeout)?;
+        // Put it back for other waiters.
+        self.exited.complete(d.clone());
+        Some(d)
+    }
+
+    /// Joins the reader and waiter once the worker is dead, so that everything they
+    /// hold (the channel, mappings) is released by the time a stop returns.
+    pub(crate) fn join_threads(&self) {
+        if self.death.get().is_none() {
+            return;
+        }
+        let handles =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let me = std::thread::current().id();
+        for h in handles {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// The death, if the worker is dead.
+    pub(crate) fn death(&self) -> Option<Death> {
+        self.death.get().cloned()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Nothing outlives its owner: a dropped handle takes its worker down.
+        self.kill();
+    }
+}
+
+fn complete(slot: Slot, outcome: Outcome) {
+    match slot {
+        Slot::Call(c) => c.complete(outcome),
+        Slot::Stream(tx) => {
+            if let Err(e) = outcome {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
+
+pub(crate) fn raised_from_value(v: &Value) -> RaisedException {
+    serde_json::from_value::<RaisedException>(v.to_json()).unwrap_or_else(|e| {
+        RaisedException::new(
+            "builtins.RuntimeError",
+            format!("the worker reported an exception the host could not read: {e}"),
+            "RuntimeError()",
+        )
+    })
+}
+
+enum Handshake {
+    Ready(Hello, Value),
+    LoadFailed(Value),
+}
+
+fn handshake(ch: &Channel) -> Result<Handshake, String> {
+    let next = || -> Result<Message, String> {
+        let frame = ch
+            .recv()
+            .map_err(|e| format!("reading its greeting failed: {e}"))?
+            .ok_or_else(|| "it exited before greeting the host".to_owned())?;
+        let mut fds = frame.fds;
+        let mut ctx = DecodeCtx {
+            fds: &mut fds,
+            segments: &cjm_proto::NoSegments,
+        };
+        Message::decode(frame.header.kind, &frame.body, &mut ctx)
+            .map_err(|e| format!("its greeting was malformed: {e}"))
+    };
+    let hello = match next()? {
+        Message::Hello(h) => h,
+        other => {
+            return Err(format!(
+                "it sent {} before its greeting",
+                other.kind().name()
+            ));
+        }
+    };
+    if hello.protocol != PROTOCOL {
+        return Err(format!(
+            "protocol mismatch: this host speaks {PROTOCOL}, the worker's cjm-worker {} speaks {}",
+            hello.runtime, hello.protocol
+        ));
+    }
+    match next()? {
+        Message::Ready(info) => Ok(Handshake::Ready(hello, info)),
+        Message::LoadFailed(v) => Ok(Handshake::LoadFailed(v)),
+        other => Err(format!("it sent {} instead of ready", other.kind().name())),
+    }
+}
+
+fn open_log(spec: &WorkerSpec) -> Option<fs_err::File> {
+    let path = spec.log_file.as_ref()?;
+    if let Some(dir) = path.parent() {
+        let _ = fs_err::create_dir_all(dir);
+    }
+    let mut f = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| tracing::warn!(error = %e, "cannot open the worker's log file"))
+        .ok()?;
+    let _ = writeln!(f, "\n--- Starting {} at {} ---", spec.plugin, ctime_now());
+    Some(f)
+}
+
+/// The reference's header timestamp (`time.ctime()`), in UTC.
+fn ctime_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    cjm_core::isoformat_utc(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn start_log_threads(
+    child: &mut Child,
+    log: Option<fs_err::File>,
+    events: &EventHub,
+    tail: &Arc<Mutex<VecDeque<String>>>,
+    plugin: &str,
+) -> mpsc::Receiver<()> {
+    let (done_tx, done_rx) = mpsc::channel();
+    let log = log.map(|f| Arc::new(Mutex::new(f)));
+    let streams: [(Option<Box<dyn std::io::Read + Send>>, &'static str); 2] = [
+        (
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            "stdout",
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            "stderr",
+        ),
+    ];
+    for (stream, name) in streams {
+        let Some(stream) = stream else { continue };
+        let log = log.clone();
+        let events = events.clone();
+        let tail = Arc::clone(tail);
+        let plugin = plugin.to_owned();
+        let done = done_tx.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("cjm-{name}"))
+            .spawn(move || {
+                let _done = Finished(done);
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if let Some(log) = &log {
+                        let mut f = log.lock().unwrap_or_else(PoisonError::into_inner);
+                        let _ = f.write_all(&line);
+                    }
+                    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                    if name == "stderr" {
+                        let mut t = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                        if t.len() == STDERR_TAIL {
+                            t.pop_front();
+                        }
+                        t.push_back(text.clone());
+                    }
+                    tracing::debug!(plugin = %plugin, stream = name, "{text}");
+                    events.emit(&Event::Output {
+                        stream: name,
+                        line: text,
+                    });
+                }
+            });
+    }
+    done_rx
+}
+
+/// Tells the waiter a log thread has drained its pipe, however the thread ends.
+struct Finished(mpsc::Sender<()>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+impl Process {
+    /// Registers a slot for a control request (ping, stats) and sends it.
+    pub(crate) fn start_control(&self, kind: Kind, slot: Slot) -> Result<u64, WorkerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(death) = &p.dead {
+                return Err(WorkerError::Died {
+                    plugin: self.plugin.clone(),
+                    death: death.clone(),
+                });
+            }
+            p.slots.insert(id, slot);
+        }
+        if let Err(e) = self.send_control(kind, id) {
+            self.take_slot(id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Drops the slot of a request nobody waits for any more.
+    pub(crate) fn forget(&self, id: u64) {
+        self.take_slot(id);
+    }
+}

@@ -1,0 +1,104 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Host variables a worker inherits; every other variable of the host (tokens,
+/// cloud credentials, …) stays out unless passed explicitly.
+pub const ENV_ALLOW_LIST: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+];
+
+/// How to start one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    /// The plugin's name, used in errors, logs and the log file's name.
+    pub plugin: String,
+    /// The instance id, when a plugin has several.
+    pub instance_id: Option<String>,
+    /// The interpreter of the plugin's environment.
+    pub python: PathBuf,
+    /// The module that defines the plugin class.
+    pub module: String,
+    /// The plugin class.
+    pub class: String,
+    /// Variables passed to the worker on top of the allow-list (manifest
+    /// `env_vars`, `WORKER_ENV`, secrets).
+    pub env: Vec<(String, String)>,
+    /// Directories prepended to the worker's `PYTHONPATH`.
+    pub python_path: Vec<PathBuf>,
+    /// `CJM_DATA_DIR` for the plugin.
+    pub data_dir: Option<PathBuf>,
+    /// `CJM_MODELS_DIR` for the plugin.
+    pub models_dir: Option<PathBuf>,
+    /// Where the worker's stdout and stderr are appended (the reference's
+    /// `<data_dir>/logs/<plugin>.log`).
+    pub log_file: Option<PathBuf>,
+    /// Working directory of the worker.
+    pub cwd: Option<PathBuf>,
+    /// How long the worker may take to load the plugin.
+    pub start_timeout: Duration,
+    /// How long `cleanup()` may take when stopping.
+    pub cleanup_timeout: Duration,
+    /// How long each stop phase (request, SIGTERM) waits before the next.
+    pub stop_grace: Duration,
+}
+
+impl WorkerSpec {
+    /// A spec with defaults: 30 s to start, 5 s for cleanup, 2 s per stop phase.
+    pub fn new(
+        plugin: impl Into<String>,
+        python: impl Into<PathBuf>,
+        module: impl Into<String>,
+        class: impl Into<String>,
+    ) -> Self {
+        Self {
+            plugin: plugin.into(),
+            instance_id: None,
+            python: python.into(),
+            module: module.into(),
+            class: class.into(),
+            env: Vec::new(),
+            python_path: Vec::new(),
+            data_dir: None,
+            models_dir: None,
+            log_file: None,
+            cwd: None,
+            start_timeout: Duration::from_secs(30),
+            cleanup_timeout: Duration::from_secs(5),
+            stop_grace: Duration::from_secs(2),
+        }
+    }
+
+    /// Adds a variable for the worker.
+    #[must_use]
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Prepends a directory to the worker's `PYTHONPATH`.
+    #[must_use]
+    pub fn python_path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.python_path.push(dir.into());
+        self
+    }
+
+    /// Sets the log file.
+    #[must_use]
+    pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log_file = Some(path.into());
+        self
+    }
+}

@@ -1,0 +1,97 @@
+use std::time::Duration;
+
+use cjm_core::WorkerExit;
+use cjm_proto::Value;
+use cjm_proxy::WorkerError;
+
+use crate::support::{s, spawn};
+
+#[track_caller]
+fn check(how: &str, exit: WorkerExit, oom: bool) {
+    let w = spawn("Crasher");
+    // A second call queued behind the crashing one fails with the same death.
+    let first = w.start("execute", vec![s(how)], vec![]).unwrap();
+    let second = w.start("execute", vec![s("exit")], vec![]).unwrap();
+    for outcome in [first.wait(), second.wait()] {
+        let err = outcome.unwrap_err();
+        let WorkerError::Died { death, .. } = &err else {
+            panic!("{how}: {err:?}")
+        };
+        assert_eq!(death.exit, Some(exit), "{how}");
+        assert_eq!(death.probable_oom, oom, "{how}");
+        assert!(
+            death
+                .stderr_tail
+                .iter()
+                .any(|l| l.contains("about to crash")),
+            "{how}: {:?}",
+            death.stderr_tail
+        );
+    }
+    // Later calls fail at once, and a restart brings the plugin back.
+    assert!(matches!(
+        w.execute_blocking(vec![], vec![]),
+        Err(WorkerError::Died { .. })
+    ));
+    w.restart_blocking().unwrap();
+    assert_eq!(
+        w.execute_blocking(vec![s("none")], vec![]).unwrap(),
+        s("unreachable")
+    );
+}
+
+#[test]
+fn a_worker_that_exits_mid_call_fails_every_in_flight_call() {
+    check("exit", WorkerExit::Code(3), false);
+}
+
+#[test]
+fn a_worker_killed_by_sigkill_is_reported_as_probable_oom() {
+    check("sigkill", WorkerExit::Signal(libc::SIGKILL), true);
+}
+
+#[test]
+fn a_segfault_is_reported_with_its_signal() {
+    check("segfault", WorkerExit::Signal(libc::SIGSEGV), false);
+}
+
+#[test]
+fn garbage_on_stdout_does_not_disturb_the_channel() {
+    let w = spawn("Echo");
+    let mut events = w.events();
+    let out = w
+        .execute_blocking(vec![], crate::support::kw(&[("action", s("garbage"))]))
+        .unwrap();
+    assert_eq!(out, s("survived"));
+    assert_eq!(
+        w.execute_blocking(vec![Value::Int(7)], vec![]).unwrap(),
+        Value::Int(7)
+    );
+    let got_output = crate::support::eventually(Duration::from_secs(5), || {
+        matches!(
+            events.try_recv(),
+            Ok(cjm_proxy::Event::Output {
+                stream: "stdout",
+                ..
+            })
+        )
+    });
+    assert!(got_output.is_some(), "stdout lines arrive as output events");
+}
+
+#[test]
+fn prints_land_in_the_log_file() {
+    let dir = std::env::temp_dir().join(format!("cjm-log-{}", std::process::id()));
+    let log = dir.join("logs/echo.log");
+    let w = cjm_proxy::Worker::spawn(crate::support::spec("Echo").log_file(&log)).unwrap();
+    w.execute_blocking(vec![], crate::support::kw(&[("action", s("print"))]))
+        .unwrap();
+    w.stop_blocking();
+    let text = fs_err::read_to_string(&log).unwrap();
+    assert!(text.contains("--- Starting echo at"), "{text}");
+    assert!(
+        text.contains("hello from stdout") && text.contains("hello from stderr"),
+        "{text}"
+    );
+    let _ = fs_err::remove_dir_all(&dir);
+}

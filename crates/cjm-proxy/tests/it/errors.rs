@@ -1,0 +1,81 @@
+use cjm_core::{ErrorCategory, PluginError};
+use cjm_proxy::WorkerError;
+
+use crate::support::{s, spawn};
+
+#[track_caller]
+fn check(kind: &str, category: ErrorCategory, retriable: bool, type_name: &str) {
+    let w = spawn("Raiser");
+    let err = w.execute_blocking(vec![s(kind)], vec![]).unwrap_err();
+    let WorkerError::Plugin(PluginError::Raised(job)) = &err else {
+        panic!("{kind}: expected a raised error, got {err:?}");
+    };
+    assert_eq!(job.category, category, "{kind}");
+    assert_eq!(job.retriable, retriable, "{kind}");
+    assert!(
+        job.original_exc_repr.starts_with(type_name),
+        "{kind}: {}",
+        job.original_exc_repr
+    );
+    assert_eq!(job.plugin_name.as_deref(), Some("raiser"));
+    let tb = job.traceback.as_deref().unwrap_or_default();
+    assert!(tb.contains("fixture_plugins.py"), "{kind}: traceback {tb}");
+}
+
+#[test]
+fn each_error_category_crosses_the_boundary_typed() {
+    // The reference retries bare user-input errors by default (its category table).
+    check("value", ErrorCategory::UserInput, true, "ValueError");
+    check("key", ErrorCategory::UserInput, true, "KeyError");
+    check("timeout", ErrorCategory::Transient, true, "TimeoutError");
+    check("memory", ErrorCategory::Resource, true, "MemoryError");
+    check("runtime", ErrorCategory::Fatal, false, "RuntimeError");
+    check("input", ErrorCategory::UserInput, true, "PluginInputError");
+    check(
+        "transient",
+        ErrorCategory::Transient,
+        true,
+        "PluginTransientError",
+    );
+    check(
+        "resource",
+        ErrorCategory::Resource,
+        true,
+        "PluginResourceError",
+    );
+    check("fatal", ErrorCategory::Fatal, false, "PluginFatalError");
+}
+
+#[test]
+fn structured_fields_of_plugin_errors_arrive() {
+    let w = spawn("Raiser");
+    let job = |kind: &str| match w.execute_blocking(vec![s(kind)], vec![]).unwrap_err() {
+        WorkerError::Plugin(PluginError::Raised(j)) => j,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(job("input").fields_invalid, Some(vec!["text".to_owned()]));
+    assert_eq!(job("transient").retry_after_seconds, Some(2.0));
+    let shortfall = job("resource").resource_shortfall.expect("shortfall");
+    assert_eq!((shortfall.needed, shortfall.available), (2048.0, 1024.0));
+}
+
+#[test]
+fn a_plugin_that_fails_to_load_reports_why() {
+    let err = cjm_proxy::Worker::spawn(crate::support::spec("BrokenInit")).unwrap_err();
+    let WorkerError::Load { error, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(error.message.contains("cannot construct"), "{err}");
+    let err = cjm_proxy::Worker::spawn(crate::support::spec("NoSuchClass")).unwrap_err();
+    assert!(matches!(err, WorkerError::Load { .. }), "{err:?}");
+    assert!(err.hint().is_some());
+}
+
+#[test]
+fn an_interpreter_that_does_not_exist_is_a_spawn_error() {
+    let mut spec = crate::support::spec("Echo");
+    spec.python = "/nonexistent/python".into();
+    let err = cjm_proxy::Worker::spawn(spec).unwrap_err();
+    assert!(matches!(err, WorkerError::Spawn { .. }), "{err:?}");
+    assert!(err.to_string().contains("/nonexistent/python"), "{err}");
+}

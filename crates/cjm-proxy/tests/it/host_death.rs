@@ -1,0 +1,59 @@
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{alive, eventually, fixtures, python};
+
+/// SIGKILLs a host whose worker is in `mode` and checks that the worker and the
+/// grandchild its plugin started are gone. The time it took is printed; the bench
+/// reports it against the 100 ms target.
+#[track_caller]
+fn check(mode: &str) {
+    let mut host = Command::new(env!("CARGO_BIN_EXE_cjm-proxy-fixture-host"))
+        .arg(python())
+        .arg(fixtures())
+        .arg(mode)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the fixture host");
+    let mut line = String::new();
+    BufReader::new(host.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read pids");
+    let pids: Vec<i32> = line
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    let [worker, grandchild] = pids[..] else {
+        panic!("bad pid line {line:?}")
+    };
+    assert!(
+        alive(worker) && alive(grandchild),
+        "{mode}: both run before the host dies"
+    );
+    host.kill().expect("SIGKILL the host");
+    host.wait().expect("reap the host");
+    let took = eventually(Duration::from_secs(5), || {
+        !alive(worker) && !alive(grandchild)
+    });
+    let took = took.unwrap_or_else(|| {
+        panic!("{mode}: worker {worker} or grandchild {grandchild} survived its host")
+    });
+    eprintln!("{mode}: worker and grandchild gone {took:?} after the host died");
+}
+
+#[test]
+fn worker_exits_when_host_dies_while_idle() {
+    check("idle");
+}
+
+#[test]
+fn worker_exits_when_host_dies_while_busy_in_a_c_call() {
+    check("c_call");
+}
+
+#[test]
+fn worker_exits_when_host_dies_while_busy_in_pure_python() {
+    check("pure_python");
+}

@@ -1,0 +1,140 @@
+use cjm_proto::Value;
+
+use crate::support::{kw, s, spec};
+
+#[test]
+fn the_worker_sees_only_allowed_and_declared_variables() {
+    // SAFETY: nextest runs each test in its own process; nothing else reads the
+    // environment concurrently here.
+    unsafe { std::env::set_var("CJM_TEST_CLOUD_TOKEN", "hunter2") };
+    let mut sp = spec("Echo").env("PLUGIN_SETTING", "on");
+    sp.data_dir = Some("/tmp/cjm-data".into());
+    sp.models_dir = Some("/tmp/cjm-models".into());
+    let w = cjm_proxy::Worker::spawn(sp).unwrap();
+    let env = w
+        .execute_blocking(vec![], kw(&[("action", s("env"))]))
+        .unwrap();
+    let get = |k: &str| env.get(k).and_then(Value::as_str).map(str::to_owned);
+    assert_eq!(
+        get("CJM_TEST_CLOUD_TOKEN"),
+        None,
+        "host credentials must not leak"
+    );
+    assert_eq!(get("PLUGIN_SETTING").as_deref(), Some("on"));
+    assert_eq!(get("CJM_DATA_DIR").as_deref(), Some("/tmp/cjm-data"));
+    assert_eq!(get("CJM_MODELS_DIR").as_deref(), Some("/tmp/cjm-models"));
+    assert!(get("PATH").is_some());
+    let Value::Map(pairs) = &env else { panic!() };
+    let allowed = |k: &str| {
+        cjm_proxy::ENV_ALLOW_LIST.contains(&k)
+            || ["PLUGIN_SETTING", "CJM_DATA_DIR", "CJM_MODELS_DIR", "PYTHONPATH", "PYTHONUNBUFFERED"].contains(&k)
+            // Set by the interpreter itself, not inherited.
+            || k == "LC_CTYPE"
+    };
+    let extra: Vec<&str> = pairs
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !allowed(k))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "unexpected variables in the worker: {extra:?}"
+    );
+}
+
+/// Socket inodes a process holds open.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    fs_err::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| fs_err::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn the_worker_has_no_listening_socket_and_no_network_socket() {
+    let w = crate::support::spawn("Echo");
+    let pid = w.pid();
+    let inodes = socket_inodes(pid);
+    assert_eq!(inodes.len(), 1, "only the private channel: {inodes:?}");
+    for table in ["tcp", "tcp6", "udp", "udp6"] {
+        let text = fs_err::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap();
+        for inode in &inodes {
+            assert!(
+                !text.split_whitespace().any(|f| f == inode),
+                "the worker's socket {inode} is an IP socket ({table})"
+            );
+        }
+    }
+    let unix = fs_err::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
+    for line in unix.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 7 && inodes.iter().any(|i| i == f[6]) {
+            let flags = u32::from_str_radix(f[3], 16).unwrap();
+            assert_eq!(
+                flags & 0x0001_0000,
+                0,
+                "the channel must not be a listening socket: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_plugin_written_for_the_reference_runs_unchanged() {
+    let mut sp = spec("RefPlugin");
+    sp.module = "reference_plugins".into();
+    let w = cjm_proxy::Worker::spawn(sp).unwrap();
+    assert_eq!(w.info().get("name"), Some(&s("ref-plugin")));
+    assert_eq!(w.info().get("version"), Some(&s("2.0.0")));
+    let mut events = w.events();
+    w.call_blocking(
+        "initialize",
+        vec![Value::map([("k", Value::Int(1))])],
+        vec![],
+        cjm_proxy::CallOptions::default(),
+    )
+    .unwrap();
+    let out = w.execute_blocking(vec![s("x")], vec![]).unwrap();
+    assert_eq!(out.get("echo"), Some(&Value::List(vec![s("x")])));
+    assert_eq!(
+        out.get("cfg").and_then(|c| c.get("k")),
+        Some(&Value::Int(1))
+    );
+    let mut saw_progress = false;
+    while let Ok(e) = events.try_recv() {
+        if let cjm_proxy::Event::Progress { progress, .. } = e {
+            saw_progress |= (progress - 0.5).abs() < 1e-9;
+        }
+    }
+    assert!(
+        saw_progress,
+        "the reference's report_progress is pushed to the host"
+    );
+    // The reference's own cancel flag and check_cancel work through our cancel.
+    let call = w
+        .start("execute", vec![], kw(&[("action", s("cancel_loop"))]))
+        .unwrap();
+    let running = crate::support::eventually(std::time::Duration::from_secs(10), || {
+        w.worker_stats_blocking(std::time::Duration::from_secs(5))
+            .ok()
+            .and_then(|st| st.get("current_call").and_then(Value::as_i64))
+            == Some(call.id() as i64)
+    });
+    assert!(running.is_some());
+    let phase = w
+        .cancel_blocking(
+            call.id(),
+            cjm_proxy::CancelPolicy {
+                grace: std::time::Duration::from_secs(2),
+                restart: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(phase, Some(cjm_core::CancelPhase::Cooperative));
+}

@@ -1,0 +1,75 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cjm_proto::Value;
+use cjm_proxy::{Worker, WorkerSpec};
+
+/// The interpreter with cjm-worker installed: `CJM_PYTHON`, as `cargo xtask test`
+/// sets it, else the venv `cargo xtask setup` builds.
+pub(crate) fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CJM_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python");
+    assert!(
+        p.exists(),
+        "no Python with cjm-worker: run `cargo xtask test` (or `cargo xtask setup && cargo xtask wheel`) first"
+    );
+    p
+}
+
+pub(crate) fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub(crate) fn spec(class: &str) -> WorkerSpec {
+    let mut s = WorkerSpec::new(class.to_lowercase(), python(), "fixture_plugins", class)
+        .python_path(fixtures());
+    s.start_timeout = Duration::from_secs(20);
+    s.stop_grace = Duration::from_millis(500);
+    s
+}
+
+pub(crate) fn spawn(class: &str) -> Worker {
+    Worker::spawn(spec(class)).unwrap_or_else(|e| panic!("spawning {class}: {e}"))
+}
+
+pub(crate) fn s(x: &str) -> Value {
+    Value::from(x)
+}
+
+pub(crate) fn kw(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// Whether a process exists (and is not a zombie).
+pub(crate) fn alive(pid: i32) -> bool {
+    match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded) until `pred` holds, polling /proc-style state that has no event
+/// to wait on; returns how long it took.
+pub(crate) fn eventually(limit: Duration, mut pred: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        if pred() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,12 @@
+from typing import List
+
+PROTOCOL: str
+
+def serve(argv: List[str]) -> int:
+    """Serve one plugin over the channel named by ``--fd`` until the host goes away."""
+
+def shm_alloc(nbytes: int) -> memoryview:
+    """A writable shared-memory buffer that the host receives without a copy."""
+
+def _emit_log(level: int, logger: str, message: str) -> None:
+    """Forward one log record to the host."""
