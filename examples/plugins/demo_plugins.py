@@ -1,0 +1,108 @@
+"""Example plugins for `cargo xtask demo`. Each is an ordinary cjm plugin."""
+
+import time
+
+from cjm_worker import PluginInterface
+
+
+class TextStats(PluginInterface):
+    """Counts words and characters."""
+
+    name = "text-stats"
+    version = "1.0.0"
+
+    def initialize(self, config=None):
+        self.config = dict(config or {})
+
+    def get_config_schema(self):
+        return {"type": "object", "properties": {"lowercase": {"type": "boolean", "default": True}}}
+
+    def get_current_config(self):
+        return dict(self.config)
+
+    def execute(self, text):
+        words = text.lower().split() if self.config.get("lowercase", True) else text.split()
+        return {"words": len(words), "unique": len(set(words)), "chars": len(text)}
+
+
+class Transcriber(PluginInterface):
+    """Pretends to transcribe: streams one segment at a time, with progress."""
+
+    name = "transcriber"
+    version = "1.0.0"
+
+    def initialize(self, config=None):
+        pass
+
+    def get_config_schema(self):
+        return {"type": "object"}
+
+    def get_current_config(self):
+        return {}
+
+    def execute(self, *args, **kwargs):
+        return list(self.execute_stream(*args, **kwargs))
+
+    def execute_stream(self, segments=8):
+        lines = ["the quick", "brown fox", "jumps over", "the lazy", "dog and", "keeps on", "running", "home"]
+        for i in range(segments):
+            self.check_cancel()
+            time.sleep(0.15)
+            self.report_progress((i + 1) / segments, f"segment {i + 1}/{segments}")
+            yield {"start": i * 1.5, "end": (i + 1) * 1.5, "text": lines[i % len(lines)]}
+
+
+class ImageOps(PluginInterface):
+    """Works on large arrays the host passes through shared memory."""
+
+    name = "image-ops"
+    version = "1.0.0"
+
+    def initialize(self, config=None):
+        pass
+
+    def get_config_schema(self):
+        return {"type": "object"}
+
+    def get_current_config(self):
+        return {}
+
+    def execute(self, image, op="mean"):
+        import numpy as np
+
+        if op == "mean":
+            return {"mean": float(image.mean()), "shape": list(image.shape), "zero_copy": not image.flags.owndata}
+        if op == "invert":
+            from cjm_worker._native import shm_alloc
+
+            out = np.frombuffer(shm_alloc(image.nbytes), dtype=image.dtype).reshape(image.shape)
+            np.subtract(255, image, out=out)
+            return out
+        raise ValueError(f"unknown op {op!r}")
+
+
+class Flaky(PluginInterface):
+    """Sometimes it crashes hard; sometimes it runs too long."""
+
+    name = "flaky"
+    version = "0.1.0"
+
+    def initialize(self, config=None):
+        pass
+
+    def get_config_schema(self):
+        return {"type": "object"}
+
+    def get_current_config(self):
+        return {}
+
+    def execute(self, mode="ok"):
+        if mode == "segfault":
+            import ctypes
+
+            ctypes.string_at(0)
+        if mode == "slow":
+            while True:
+                self.check_cancel()
+                time.sleep(0.01)
+        return "ok"
