@@ -14,7 +14,10 @@ fn spec(plugin: &str, class: &str) -> WorkerSpec {
     let python = std::env::var_os("CJM_PYTHON").map_or_else(
         || {
             let mut err = std::io::stderr();
-            let _ = writeln!(err, "demo: set CJM_PYTHON, or run `cargo xtask demo`, which does");
+            let _ = writeln!(
+                err,
+                "demo: set CJM_PYTHON, or run `cargo xtask demo`, which does"
+            );
             std::process::exit(2);
         },
         PathBuf::from,
@@ -41,21 +44,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let stats = Worker::spawn(spec("text-stats", "TextStats"))?;
     let spawned = started.elapsed();
-    stats.call_blocking("initialize", vec![Value::map([("lowercase", Value::Bool(true))])], vec![], CallOptions::default())?;
+    stats.call_blocking(
+        "initialize",
+        vec![Value::map([("lowercase", Value::Bool(true))])],
+        vec![],
+        CallOptions::default(),
+    )?;
     let text = "The cat sat on the mat and the dog sat on the log";
-    let t = Instant::now();
+    let timer = Instant::now();
     let result = stats.execute_blocking(vec![Value::from(text)], vec![])?;
-    let call = t.elapsed();
-    out(&format!("   worker pid {} started in {spawned:.0?}", stats.pid()));
+    let call = timer.elapsed();
+    out(&format!(
+        "   worker pid {} started in {spawned:.0?}",
+        stats.pid()
+    ));
     out(&format!("   execute({text:?}) -> {}", result.to_json()));
     let n = 2000;
-    let t = Instant::now();
+    let timer = Instant::now();
     for _ in 0..n {
         stats.execute_blocking(vec![Value::from("a b c")], vec![])?;
     }
     out(&format!(
         "   first call {call:.0?}; {n} more calls averaged {:.1} µs each",
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+        timer.elapsed().as_secs_f64() * 1e6 / f64::from(n)
     ));
 
     heading(2, "A streamed result with progress");
@@ -66,41 +77,65 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(chunk) = stream.next_blocking() {
         let chunk = chunk?;
         while let Ok(e) = events.try_recv() {
-            if let Event::Progress { progress, message, .. } = e {
+            if let Event::Progress {
+                progress, message, ..
+            } = e
+            {
                 let filled = (progress * 30.0).round() as usize;
                 let mut o = std::io::stdout().lock();
-                let _ = write!(o, "\r   [{}{}] {:>3.0}% {message}   ", "█".repeat(filled), "·".repeat(30 - filled), progress * 100.0);
+                let _ = write!(
+                    o,
+                    "\r   [{}{}] {:>3.0}% {message}   ",
+                    "█".repeat(filled),
+                    "·".repeat(30 - filled),
+                    progress * 100.0
+                );
                 let _ = o.flush();
             }
         }
-        segments.push(chunk.get("text").and_then(Value::as_str).unwrap_or_default().to_owned());
+        segments.push(
+            chunk
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        );
     }
     out("");
     out(&format!("   transcript: {}", segments.join(" ")));
 
     heading(3, "A large array passed zero-copy");
     let img = Worker::spawn(spec("image-ops", "ImageOps"))?;
-    let (h, w) = (8192usize, 8192usize);
-    let len = h * w * 4;
+    let (height, width) = (8192usize, 8192usize);
+    let len = height * width * 4;
     let mut buf = img.alloc(len)?;
     for (i, px) in buf.as_mut_slice().iter_mut().enumerate() {
         *px = (i % 251) as u8;
     }
     let data = Buffer::Shm(buf.freeze());
-    let arr = Value::Array(Array { dtype: "|u1".into(), shape: vec![h as u64, w as u64, 4], data: data.clone() });
-    let t = Instant::now();
+    let arr = Value::Array(Array {
+        dtype: "|u1".into(),
+        shape: vec![height as u64, width as u64, 4],
+        data: data.clone(),
+    });
+    let timer = Instant::now();
     let mean = img.execute_blocking(vec![arr.clone()], vec![])?;
-    let took = t.elapsed();
+    let took = timer.elapsed();
     out(&format!(
-        "   {} MiB uint8 image ({h}x{w}x4) -> worker: {} in {took:.1?}",
+        "   {} MiB uint8 image ({height}x{width}x4) -> worker: {} in {took:.1?}",
         len >> 20,
         mean.to_json()
     ));
-    let t = Instant::now();
+    let timer = Instant::now();
     let inverted = img.execute_blocking(vec![arr], vec![("op".into(), Value::from("invert"))])?;
-    let took = t.elapsed();
+    let took = timer.elapsed();
     if let Value::Array(a) = &inverted {
-        let ok = a.data.iter().take(1 << 20).zip(data.iter()).all(|(x, y)| *x == 255 - *y);
+        let ok = a
+            .data
+            .iter()
+            .take(1 << 20)
+            .zip(data.iter())
+            .all(|(x, y)| *x == 255 - *y);
         out(&format!(
             "   inverted by the plugin into its own shared memory: {} MiB back in {took:.1?}, zero-copy: {}, correct: {ok}",
             a.data.len() >> 20,
@@ -113,10 +148,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let call = flaky.start("execute", vec![Value::from("slow")], vec![])?;
     // Give the call a moment to be running before cancelling it.
     let _ = flaky.worker_stats_blocking(Duration::from_secs(5))?;
-    let t = Instant::now();
+    let timer = Instant::now();
     let phase = flaky.cancel_blocking(call.id(), CancelPolicy::default())?;
     let outcome = call.wait();
-    out(&format!("   cancel reached phase {phase:?} in {:.1?}", t.elapsed()));
+    out(&format!(
+        "   cancel reached phase {phase:?} in {:.1?}",
+        timer.elapsed()
+    ));
     if let Err(e) = outcome {
         out(&format!("   the caller got: {e}"));
     }
@@ -125,18 +163,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match flaky.execute_blocking(vec![Value::from("segfault")], vec![]) {
         Err(e @ WorkerError::Died { .. }) => {
             out(&format!("   {e}"));
-            if let Some(h) = e.hint() {
-                out(&format!("   hint: {h}"));
+            if let Some(hint) = e.hint() {
+                out(&format!("   hint: {hint}"));
             }
         }
         other => out(&format!("   unexpected: {other:?}")),
     }
     flaky.restart_blocking()?;
     let again = flaky.execute_blocking(vec![Value::from("ok")], vec![])?;
-    out(&format!("   restarted as pid {}; next call -> {}", flaky.pid(), again.to_json()));
+    out(&format!(
+        "   restarted as pid {}; next call -> {}",
+        flaky.pid(),
+        again.to_json()
+    ));
 
-    for w in [&stats, &tr, &img, &flaky] {
-        w.stop_blocking();
+    for worker in [&stats, &tr, &img, &flaky] {
+        worker.stop_blocking();
     }
     out("\nAll workers stopped; nothing left running.");
     Ok(())

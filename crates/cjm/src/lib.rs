@@ -1,4 +1,28 @@
 //! cjm: process-isolated Python plugins for Rust hosts.
+//!
+//! Each plugin runs in its own Python interpreter (its own environment, its own
+//! dependencies) in its own worker process, reached over a private socketpair.
+//! This facade re-exports the layers so a host depends on one crate:
+//!
+//! - [`core`] — the error taxonomy, `JobError`, hashing and plugin metadata;
+//! - [`proto`] — the wire protocol: values, buffers, shared memory;
+//! - [`proxy`] — one worker: spawn, call, stream, cancel, stop.
+//!
+//! ```no_run
+//! use cjm::proto::Value;
+//! use cjm::proxy::{Worker, WorkerSpec};
+//!
+//! # fn main() -> Result<(), cjm::proxy::WorkerError> {
+//! // The plugin's environment, module and class (its manifest says where).
+//! let spec = WorkerSpec::new("echo", "/envs/echo/bin/python", "echo_plugin", "EchoPlugin");
+//! let worker = Worker::spawn(spec)?;
+//! let reply = worker.execute_blocking(vec![Value::from("hello")], vec![])?;
+//! println!("{}", reply.to_json());
+//! worker.stop_blocking();
+//! # Ok(())
+//! # }
+//! ```
+
 pub use cjm_core as core;
 pub use cjm_proto as proto;
 pub use cjm_proxy as proxy;

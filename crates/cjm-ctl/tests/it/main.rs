@@ -1,0 +1,88 @@
+//! `cjm-ctl` as an operator runs it, against real workers.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn python() -> PathBuf {
+    std::env::var_os("CJM_PYTHON").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
+        PathBuf::from,
+    )
+}
+
+fn ctl(args: &[&str]) -> Output {
+    let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins");
+    Command::new(env!("CARGO_BIN_EXE_cjm-ctl"))
+        .arg("call")
+        .arg("--python")
+        .arg(python())
+        .arg("--path")
+        .arg(plugins)
+        .arg("--module")
+        .arg("demo_plugins")
+        .args(args)
+        .output()
+        .expect("run cjm-ctl")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn call_prints_the_result_as_json_on_stdout() {
+    let out = ctl(&["--class", "TextStats", "execute", r#""one two one""#]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(v, serde_json::json!({"words": 3, "unique": 2, "chars": 11}));
+}
+
+#[test]
+fn a_stream_prints_one_json_line_per_chunk() {
+    let out = ctl(&[
+        "--class",
+        "Transcriber",
+        "execute_stream",
+        "--kwargs",
+        r#"{"segments": 3}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 3);
+}
+
+#[test]
+fn a_class_that_does_not_exist_exits_3_with_a_hint() {
+    let out = ctl(&["--class", "Missing", "execute"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("could not be loaded") && err.contains("hint:"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "errors never go to stdout");
+}
+
+#[test]
+fn a_plugin_error_exits_1_with_its_traceback() {
+    let out = ctl(&[
+        "--class",
+        "ImageOps",
+        "execute",
+        "[1]",
+        "--kwargs",
+        r#"{"op": "rotate"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("unknown op 'rotate'") && err.contains("Traceback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_argument_that_is_not_json_exits_2() {
+    let out = ctl(&["--class", "TextStats", "execute", "not json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not valid JSON"));
+}
