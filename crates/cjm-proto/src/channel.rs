@@ -211,8 +211,10 @@ impl AsFd for Channel {
     }
 }
 
-/// Largest body accepted through a memfd.
-const MAX_SPILLED_BODY: u64 = 1 << 32;
+/// Largest body accepted through a memfd. Bulk bytes travel as shared-memory
+/// references, so a body this large is already a very large JSON-like value; the
+/// bound keeps a hostile peer from making the host allocate without limit.
+const MAX_SPILLED_BODY: u64 = 256 << 20;
 
 fn spill_body(body: &[u8]) -> Result<OwnedFd, ProtoError> {
     let fd = rustix::fs::memfd_create(

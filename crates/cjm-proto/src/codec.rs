@@ -48,6 +48,11 @@ pub const NO_FD: u16 = u16::MAX;
 /// Deepest nesting a decoder accepts.
 pub const MAX_DEPTH: usize = 128;
 
+/// Most items a decoded container reserves room for before they are read. A count is
+/// only checked against the bytes left (one per item) and a `Value` is 72 bytes, so
+/// trusting it would let a large spilled frame ask for 72 times its size up front.
+const MAX_PREALLOC: usize = 1024;
+
 /// Appends wire primitives to a buffer.
 #[derive(Debug, Default)]
 pub struct Writer {
@@ -379,7 +384,7 @@ impl<'a> Reader<'a> {
             tag::BYTES | tag::SHM_BYTES => Value::Bytes(self.buffer_after_tag(t, ctx)?),
             tag::LIST => {
                 let n = self.count()?;
-                let mut items = Vec::with_capacity(n);
+                let mut items = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     items.push(self.value_at(ctx, depth + 1)?);
                 }
@@ -387,7 +392,7 @@ impl<'a> Reader<'a> {
             }
             tag::MAP => {
                 let n = self.count()?;
-                let mut pairs = Vec::with_capacity(n);
+                let mut pairs = Vec::with_capacity(n.min(MAX_PREALLOC));
                 for _ in 0..n {
                     let k = self.len_str()?.to_owned();
                     pairs.push((k, self.value_at(ctx, depth + 1)?));

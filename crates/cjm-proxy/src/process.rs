@@ -75,10 +75,14 @@ impl Segments for HostSegments<'_> {
         fd: Option<std::os::fd::OwnedFd>,
     ) -> Result<Arc<Segment>, cjm_proto::ProtoError> {
         match id.owner() {
-            Side::Host => self.pool.get(id).ok_or(cjm_proto::ProtoError::Malformed {
-                what: "worker referenced an unknown host segment",
-                offset: 0,
-            }),
+            // Only segments actually lent to the worker may come back: a segment
+            // the host is still filling must never be aliased by a worker's reply.
+            Side::Host => self.pool.get(id).filter(|s| s.outstanding() > 0).ok_or(
+                cjm_proto::ProtoError::Malformed {
+                    what: "worker referenced a host segment it was not lent",
+                    offset: 0,
+                },
+            ),
             Side::Worker => self.peers.resolve(id, fd, self.release),
         }
     }

@@ -447,8 +447,7 @@ impl Runtime {
         }
         let outcome = self.dispatch(py, id, &mut frame);
         match outcome {
-            Ok(Some(w)) => self.send_writer(Kind::Result, id, &w),
-            Ok(None) => {}
+            Ok(()) => {}
             Err(err) => {
                 let phase = if self.interrupted.load(Ordering::Acquire) == id {
                     Some("interrupted")
@@ -486,9 +485,10 @@ impl Runtime {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = (0.0, String::new());
     }
 
-    /// Decodes and runs a call; `Ok(Some)` is a result to send, `Ok(None)` means the
-    /// call already answered (streams).
-    fn dispatch(&self, py: Python<'_>, id: u64, frame: &mut Frame) -> PyResult<Option<Writer>> {
+    /// Decodes and runs a call and sends its answer. The arguments stay alive until
+    /// the answer is sent, so a reply that references a host segment always reaches
+    /// the host before the release of that segment does.
+    fn dispatch(&self, py: Python<'_>, id: u64, frame: &mut Frame) -> PyResult<()> {
         let mut r = Reader::new(&frame.body);
         let method = r
             .len_str()
@@ -503,23 +503,22 @@ impl Runtime {
         let result = match method.as_str() {
             "execute" => {
                 reset_call_state(plugin)?;
-                plugin.call_method("execute", args, Some(&kwargs))?
+                plugin.call_method("execute", args.clone(), Some(&kwargs))?
             }
             "execute_stream" => {
                 reset_call_state(plugin)?;
-                self.stream(py, id, plugin, &args, &kwargs)?;
-                return Ok(None);
+                return self.stream(py, id, plugin, &args, &kwargs);
             }
             "initialize" | "reconfigure" | "cleanup" | "prefetch" | "on_disable" | "on_enable" => {
                 if plugin.hasattr(method.as_str())? {
-                    plugin.call_method(method.as_str(), args, Some(&kwargs))?
+                    plugin.call_method(method.as_str(), args.clone(), Some(&kwargs))?
                 } else {
                     py.None().into_bound(py)
                 }
             }
             "get_config_schema" | "get_current_config" | "get_config_options" => {
                 if plugin.hasattr(method.as_str())? {
-                    plugin.call_method(method.as_str(), args, Some(&kwargs))?
+                    plugin.call_method(method.as_str(), args.clone(), Some(&kwargs))?
                 } else {
                     PyDict::new(py).into_any()
                 }
@@ -531,7 +530,7 @@ impl Runtime {
                         self.plugin_name
                     )));
                 }
-                plugin.call_method(method.as_str(), args, Some(&kwargs))?
+                plugin.call_method(method.as_str(), args.clone(), Some(&kwargs))?
             }
             "get_progress" => {
                 let d = PyDict::new(py);
@@ -555,7 +554,9 @@ impl Runtime {
         };
         let mut enc = Encoder::new(self);
         enc.value(&result)?;
-        Ok(Some(enc.w))
+        self.send_writer(Kind::Result, id, &enc.w);
+        drop((args, kwargs));
+        Ok(())
     }
 
     fn stream(

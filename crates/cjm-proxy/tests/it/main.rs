@@ -1,5 +1,8 @@
 //! Integration tests: real worker processes running real plugins.
-#![expect(clippy::unwrap_used, reason = "a test that cannot go on fails with the error it got")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test that cannot go on fails with the error it got"
+)]
 
 mod support;
 
