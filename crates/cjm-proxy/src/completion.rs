@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -15,7 +16,14 @@ struct State<T> {
 pub(crate) struct Completion<T> {
     state: Mutex<State<T>>,
     cv: Condvar,
+    filled: AtomicBool,
 }
+
+/// How long a blocking waiter spins (yielding the CPU each turn) before it parks.
+/// A small call answers well within this, and a waiter that is still on the CPU
+/// when the answer lands saves the wake-up of a parked thread, which costs about
+/// as much as the whole round trip.
+const SPIN: Duration = Duration::from_micros(60);
 
 impl<T> Completion<T> {
     pub(crate) fn new() -> Self {
@@ -25,6 +33,7 @@ impl<T> Completion<T> {
                 waker: None,
             }),
             cv: Condvar::new(),
+            filled: AtomicBool::new(false),
         }
     }
 
@@ -36,6 +45,7 @@ impl<T> Completion<T> {
                 return;
             }
             s.value = Some(value);
+            self.filled.store(true, Ordering::Release);
             s.waker.take()
         };
         self.cv.notify_all();
@@ -46,7 +56,14 @@ impl<T> Completion<T> {
 
     /// Waits up to `timeout` (forever if `None`).
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> Option<T> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let started = Instant::now();
+        let deadline = timeout.map(|t| started + t);
+        let spin_until = started + timeout.map_or(SPIN, |t| t.min(SPIN));
+        while !self.filled.load(Ordering::Acquire) && Instant::now() < spin_until {
+            // Yield rather than busy-wait: on a small machine the thread that will
+            // fill the slot may need this very CPU.
+            std::thread::yield_now();
+        }
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(v) = s.value.take() {
