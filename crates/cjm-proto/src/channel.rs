@@ -127,11 +127,19 @@ impl Channel {
 
     /// Receives one frame; `Ok(None)` when the peer has closed its end.
     pub fn recv(&self) -> Result<Option<Frame>, ProtoError> {
-        let mut buf = vec![0u8; RECV_BUF];
+        thread_local! {
+            // One receive buffer per receiving thread: zeroing a fresh 60 KiB buffer
+            // for every frame cost more than the frame itself.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; RECV_BUF]);
+        }
+        SCRATCH.with_borrow_mut(|buf| self.recv_into(buf))
+    }
+
+    fn recv_into(&self, buf: &mut [u8]) -> Result<Option<Frame>, ProtoError> {
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut anc = RecvAncillaryBuffer::new(&mut space);
         let msg = loop {
-            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut iov = [IoSliceMut::new(&mut *buf)];
             match rustix::net::recvmsg(&self.fd, &mut iov, &mut anc, RecvFlags::CMSG_CLOEXEC) {
                 Ok(m) => break m,
                 Err(rustix::io::Errno::INTR) => {}
@@ -161,8 +169,8 @@ impl Channel {
                 RECV_BUF,
             ));
         }
-        buf.truncate(msg.bytes);
-        let header = Header::decode(&buf)?;
+        let buf = &buf[..msg.bytes];
+        let header = Header::decode(buf)?;
         if usize::from(header.n_fds) != fds.len() {
             return Err(ProtoError::malformed(
                 "fd count does not match the header",
@@ -182,7 +190,7 @@ impl Channel {
                 .ok_or(ProtoError::malformed("fd body without an fd", 2))?;
             read_spilled(&fd)?
         } else {
-            buf.split_off(HEADER_LEN)
+            buf[HEADER_LEN..].to_vec()
         };
         Ok(Some(Frame { header, body, fds }))
     }

@@ -37,7 +37,10 @@ fn heading(n: u32, title: &str) {
     out(&format!("\n\x1b[1m{n}. {title}\x1b[0m"));
 }
 
-#[expect(clippy::too_many_lines, reason = "the demo reads top to bottom, like a script")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the demo reads top to bottom, like a script"
+)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     out("cjm demo: every plugin below runs in its own Python worker process.");
 
