@@ -29,6 +29,9 @@ pub(crate) fn test(paths: &Paths, lint: bool) -> Result<()> {
     }
     setup::setup(paths)?;
     let wheel = wheel::build_and_install(paths, TEST_WHEEL)?;
+    if lint {
+        stubtest(paths)?;
+    }
     let rust = nextest(paths, &wheel, None)?;
     let python = pytest(paths, &wheel)?;
     eprintln!(
@@ -172,6 +175,27 @@ fn pytest(paths: &Paths, wheel: &Path) -> Result<String> {
              `target/cjm/venv/bin/python -m pytest crates/cjm-worker/tests/python -k NAME`",
         )),
     }
+}
+
+/// Checks `cjm_worker/_native.pyi` against the built extension. mypy lives in the tools
+/// venv; the extension is abi3, so the tools interpreter can import it from the test
+/// venv's site-packages.
+fn stubtest(paths: &Paths) -> Result<()> {
+    let site = Cmd::new(paths.venv_python(), &paths.root)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ])
+        .read()?;
+    let cmd = Cmd::new(paths.tool("python"), &paths.root)
+        .env("PYTHONPATH", site.trim())
+        .args(["-m", "mypy.stubtest", "cjm_worker._native"]);
+    cmd.run().map_err(|e| {
+        e.context(Failure::new(
+            "test: the stubs of cjm_worker._native do not match the extension",
+            "update crates/cjm-worker/python/cjm_worker/_native.pyi to match the #[pymodule] in crates/cjm-worker/src/lib.rs",
+        ))
+    })
 }
 
 fn show_counts(counts: Option<Counts>) -> String {

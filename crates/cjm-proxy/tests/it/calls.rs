@@ -158,6 +158,39 @@ fn lifecycle_methods_reach_the_plugin() {
 }
 
 #[test]
+fn config_options_and_reconfigure_reach_the_plugin() {
+    let w = spawn("Echo");
+    let opts = w
+        .call_blocking("get_config_options", vec![], vec![], CallOptions::default())
+        .unwrap();
+    let model = opts.get("model").expect("model options");
+    let Some(Value::List(options)) = model.get("options") else {
+        panic!("{opts:?}")
+    };
+    assert_eq!(options[0].get("label"), Some(&s("Small")));
+    assert_eq!(
+        options[0].get("metadata").and_then(|m| m.get("tokens")),
+        Some(&Value::Int(1024))
+    );
+    assert_eq!(
+        model.get("constraints").and_then(|c| c.get("max_tokens")),
+        Some(&Value::Int(4096))
+    );
+    let new = Value::map([("mode", s("slow"))]);
+    w.call_blocking(
+        "reconfigure",
+        vec![Value::map([("mode", s("fast"))]), new.clone()],
+        vec![],
+        CallOptions::default(),
+    )
+    .unwrap();
+    let current = w
+        .call_blocking("get_current_config", vec![], vec![], CallOptions::default())
+        .unwrap();
+    assert_eq!(current, new);
+}
+
+#[test]
 fn pings_and_stats_are_answered() {
     let w = spawn("Echo");
     w.ping_blocking(Duration::from_secs(5)).unwrap();

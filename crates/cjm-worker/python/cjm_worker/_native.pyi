@@ -1,5 +1,7 @@
 from typing import List
 
+__all__: List[str]
+
 PROTOCOL: str
 
 def serve(argv: List[str]) -> int:
