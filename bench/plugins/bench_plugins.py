@@ -29,7 +29,7 @@ class Prealloc:
 
     def execute(self, size):
         if self.buf is None or len(self.buf) != size:
-            from cjm_worker._native import shm_alloc
+            from cjm_worker import shm_alloc
 
             self.buf = shm_alloc(size)
             self.buf[:4] = b"cjm!"

@@ -73,7 +73,7 @@ class ImageOps(PluginInterface):
         if op == "mean":
             return {"mean": float(image.mean()), "shape": list(image.shape), "zero_copy": not image.flags.owndata}
         if op == "invert":
-            from cjm_worker._native import shm_alloc
+            from cjm_worker import shm_alloc
 
             out = np.frombuffer(shm_alloc(image.nbytes), dtype=image.dtype).reshape(image.shape)
             np.subtract(255, image, out=out)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from typing import List
 
     from ._datatypes import ConfigOption, EnvVarSpec, FieldOptions, FileBackedDTO, ResourceShortfall
+    from ._native import shm_alloc
     from .config import (
         SCHEMA_DESC,
         SCHEMA_ENUM,
@@ -106,6 +107,8 @@ _LAZY = {
     "dict_to_config": "config",
     "extract_defaults": "config",
     "dataclass_to_jsonschema": "config",
+    # cjm's own: the worker runtime
+    "shm_alloc": "_native",
 }
 
 __all__ = [
@@ -145,6 +148,7 @@ __all__ = [
     "dict_to_config",
     "extract_defaults",
     "dataclass_to_jsonschema",
+    "shm_alloc",
 ]
 
 

@@ -1,10 +1,8 @@
-from typing import List
-
-__all__: List[str]
+__all__ = ["PROTOCOL", "_emit_log", "serve", "shm_alloc"]
 
 PROTOCOL: str
 
-def serve(argv: List[str]) -> int:
+def serve(argv: list[str]) -> int:
     """Serve one plugin over the channel named by ``--fd`` until the host goes away."""
 
 def shm_alloc(nbytes: int) -> memoryview:
