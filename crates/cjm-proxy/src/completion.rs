@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 struct State<T> {
     value: Option<T>,
     waker: Option<Waker>,
+    /// Threads parked on the condvar; a completion that finds none skips the
+    /// wake-up syscall (the usual case: the waiter is still spinning).
+    sleepers: usize,
 }
 
 /// Filled once by the reader thread, taken once by the caller.
@@ -31,6 +34,7 @@ impl<T> Completion<T> {
             state: Mutex::new(State {
                 value: None,
                 waker: None,
+                sleepers: 0,
             }),
             cv: Condvar::new(),
             filled: AtomicBool::new(false),
@@ -46,9 +50,12 @@ impl<T> Completion<T> {
             }
             s.value = Some(value);
             self.filled.store(true, Ordering::Release);
-            s.waker.take()
+            (s.waker.take(), s.sleepers > 0)
         };
-        self.cv.notify_all();
+        let (waker, sleepers) = waker;
+        if sleepers {
+            self.cv.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -69,17 +76,21 @@ impl<T> Completion<T> {
             if let Some(v) = s.value.take() {
                 return Some(v);
             }
-            match deadline {
-                None => s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let left = d.checked_duration_since(Instant::now())?;
-                    s = self
-                        .cv
+            let left = match deadline {
+                None => None,
+                Some(d) => Some(d.checked_duration_since(Instant::now())?),
+            };
+            s.sleepers += 1;
+            s = match left {
+                None => self.cv.wait(s).unwrap_or_else(PoisonError::into_inner),
+                Some(left) => {
+                    self.cv
                         .wait_timeout(s, left)
                         .unwrap_or_else(PoisonError::into_inner)
-                        .0;
+                        .0
                 }
-            }
+            };
+            s.sleepers -= 1;
         }
     }
 }

@@ -98,6 +98,8 @@ pub(crate) struct Process {
     next_id: AtomicU64,
     pending: Mutex<Pending>,
     gone: Condvar,
+    /// Threads in `wait_settled`; `take_slot` notifies `gone` only when there are some.
+    settle_waiters: std::sync::atomic::AtomicUsize,
     pub(crate) pool: ShmPool,
     peers: PeerSegments,
     release: Arc<dyn ReleaseSink>,
@@ -291,6 +293,7 @@ impl Process {
             next_id: AtomicU64::new(1),
             pending: Mutex::default(),
             gone: Condvar::new(),
+            settle_waiters: std::sync::atomic::AtomicUsize::new(0),
             pool: ShmPool::new(Side::Host, 1 << 30),
             peers: PeerSegments::default(),
             release,
@@ -432,7 +435,7 @@ impl Process {
             .unwrap_or_else(PoisonError::into_inner)
             .slots
             .remove(&id);
-        if slot.is_some() {
+        if slot.is_some() && self.settle_waiters.load(Ordering::Acquire) > 0 {
             self.gone.notify_all();
         }
         slot
@@ -451,6 +454,10 @@ impl Process {
     pub(crate) fn wait_settled(&self, id: u64, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        // Counted under the lock, so `take_slot` (which removes under the same lock)
+        // either sees this waiter or ran before the check below.
+        self.settle_waiters.fetch_add(1, Ordering::AcqRel);
+        let _leave = Leave(&self.settle_waiters);
         while p.slots.contains_key(&id) {
             let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
                 return false;
@@ -715,6 +722,15 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Nothing outlives its owner: a dropped handle takes its worker down.
         self.kill();
+    }
+}
+
+/// Decrements a waiter count when a wait ends, however it ends.
+struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -43,6 +43,9 @@ struct Job {
 #[derive(Default)]
 struct Jobs {
     queue: VecDeque<Job>,
+    /// The main thread is parked on `ready`: only then does a new call need the
+    /// wake-up syscall (usually it is still spinning and sees `queued`).
+    sleeping: bool,
 }
 
 enum HelperJob {
@@ -263,10 +266,12 @@ impl Runtime {
                 self.current.store(job.id, Ordering::Release);
                 return job;
             }
+            jobs.sleeping = true;
             jobs = self
                 .ready
                 .wait(jobs)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            jobs.sleeping = false;
         }
     }
 
@@ -300,8 +305,11 @@ impl Runtime {
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     jobs.queue.push_back(Job { id, frame });
                     self.queued.store(jobs.queue.len(), Ordering::Release);
+                    let sleeping = jobs.sleeping;
                     drop(jobs);
-                    self.ready.notify_one();
+                    if sleeping {
+                        self.ready.notify_one();
+                    }
                 }
                 Kind::Ping => self.send(&Message::Pong, id),
                 Kind::StatsRequest => self.send(&Message::Stats(self.stats()), id),
