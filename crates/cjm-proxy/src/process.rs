@@ -247,6 +247,7 @@ impl Process {
             unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             channel.shutdown();
             let _ = child.wait();
+            drain_logs(&logs_done);
             let tail = stderr_tail
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -602,16 +603,7 @@ impl Process {
             None => WorkerExit::Code(s.code().unwrap_or(-1)),
         });
         let killed_by_host = self.killing.load(Ordering::Acquire);
-        // Let the log threads drain what the worker wrote before it died, so the
-        // stderr tail explains the death. A descendant that keeps the pipes open
-        // would hold them forever, so the wait is bounded.
-        let deadline = std::time::Instant::now() + Duration::from_millis(500);
-        for _ in 0..2 {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if logs_done.recv_timeout(left).is_err() {
-                break;
-            }
-        }
+        drain_logs(logs_done);
         let death = Death {
             exit,
             probable_oom: !killed_by_host && exit == Some(WorkerExit::Signal(libc::SIGKILL)),
@@ -884,6 +876,19 @@ fn start_log_threads(
             });
     }
     done_rx
+}
+
+/// Lets the log threads drain what the worker wrote before it died, so the stderr
+/// tail explains the death. A descendant that keeps the pipes open would hold them
+/// forever, so the wait is bounded.
+fn drain_logs(logs_done: &mpsc::Receiver<()>) {
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if logs_done.recv_timeout(left).is_err() {
+            break;
+        }
+    }
 }
 
 /// Tells the waiter a log thread has drained its pipe, however the thread ends.

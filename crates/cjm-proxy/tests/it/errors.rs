@@ -79,3 +79,58 @@ fn an_interpreter_that_does_not_exist_is_a_spawn_error() {
     assert!(matches!(err, WorkerError::Spawn { .. }), "{err:?}");
     assert!(err.to_string().contains("/nonexistent/python"), "{err}");
 }
+
+fn fake_worker(mode: &str) -> Result<cjm_proxy::Worker, WorkerError> {
+    let spec = crate::support::spec("Echo")
+        .python_path(crate::support::fixtures().join("fake_worker"))
+        .env("FAKE_MODE", mode);
+    // The fake package must shadow the real one: put it first.
+    let mut spec = spec;
+    spec.python_path.rotate_right(1);
+    cjm_proxy::Worker::spawn(spec)
+}
+
+#[test]
+fn a_worker_speaking_another_protocol_is_refused_with_both_versions_named() {
+    let err = fake_worker("old_protocol").unwrap_err();
+    let WorkerError::Handshake { reason, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        reason.contains("cjm/1") && reason.contains("cjm/0"),
+        "{err}"
+    );
+    assert!(
+        err.hint().is_some_and(|h| h.contains("cjm-worker")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn garbage_frames_fail_the_call_they_answer_and_nothing_else() {
+    let w = fake_worker("garbage").unwrap();
+    let err = w.execute_blocking(vec![], vec![]).unwrap_err();
+    assert!(matches!(err, WorkerError::Protocol { .. }), "{err:?}");
+    // The channel still works for the next call.
+    assert_eq!(
+        w.execute_blocking(vec![], vec![]).unwrap(),
+        s("still talking")
+    );
+}
+
+#[test]
+fn an_interpreter_without_cjm_worker_fails_the_handshake_with_its_stderr() {
+    let mut spec = crate::support::spec("Echo");
+    spec.python = "python3".into();
+    spec.python_path.clear();
+    let err = cjm_proxy::Worker::spawn(spec).unwrap_err();
+    let WorkerError::Handshake { stderr_tail, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        stderr_tail
+            .iter()
+            .any(|l| l.contains("No module named cjm_worker")),
+        "{err}"
+    );
+}
