@@ -337,7 +337,6 @@ impl Process {
 
     /// Registers a slot and sends the call.
     pub(crate) fn start(&self, call: &Call, slot: Slot) -> Result<u64, WorkerError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut prepared = call.clone();
         for v in &mut prepared.args {
             self.share_large(v)?;
@@ -348,16 +347,7 @@ impl Process {
         let body = Message::Call(prepared)
             .encode(Side::Host)
             .map_err(|e| self.proto(e))?;
-        {
-            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(death) = &p.dead {
-                return Err(WorkerError::Died {
-                    plugin: self.plugin.clone(),
-                    death: death.clone(),
-                });
-            }
-            p.slots.insert(id, slot);
-        }
+        let id = self.register(slot)?;
         if let Err(e) = self.channel.send(Kind::Call, id, &body) {
             self.take_slot(id);
             return Err(self.dead_or(e));
@@ -903,21 +893,25 @@ impl Drop for Finished {
 impl Process {
     /// Registers a slot for a control request (ping, stats) and sends it.
     pub(crate) fn start_control(&self, kind: Kind, slot: Slot) -> Result<u64, WorkerError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(death) = &p.dead {
-                return Err(WorkerError::Died {
-                    plugin: self.plugin.clone(),
-                    death: death.clone(),
-                });
-            }
-            p.slots.insert(id, slot);
-        }
+        let id = self.register(slot)?;
         if let Err(e) = self.send_control(kind, id) {
             self.take_slot(id);
             return Err(e);
         }
+        Ok(id)
+    }
+
+    /// Gives a request its id and slot, unless the worker is already dead.
+    fn register(&self, slot: Slot) -> Result<u64, WorkerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(death) = &p.dead {
+            return Err(WorkerError::Died {
+                plugin: self.plugin.clone(),
+                death: death.clone(),
+            });
+        }
+        p.slots.insert(id, slot);
         Ok(id)
     }
 

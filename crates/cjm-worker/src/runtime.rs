@@ -995,70 +995,65 @@ fn load_plugin<'py>(py: Python<'py>, module: &str, class: &str) -> PyResult<Boun
 /// Makes `report_progress` / `report_usage` push to the host, keeping the plugin's
 /// own behaviour (storing `_progress`, `_status_message`, `_last_api_usage`).
 fn wrap_reporters(py: Python<'_>, plugin: &Bound<'_, PyAny>) -> PyResult<()> {
-    if let Ok(orig) = plugin.getattr("report_progress") {
-        let orig = orig.unbind();
-        let me = plugin.clone().unbind();
-        let f = PyCFunction::new_closure(
-            py,
-            Some(c"report_progress"),
-            None,
-            move |args: &Bound<'_, PyTuple>,
-                  kw: Option<&Bound<'_, PyDict>>|
-                  -> PyResult<Py<PyAny>> {
-                let py = args.py();
-                let out = orig.bind(py).call(args.clone(), kw)?;
-                let me = me.bind(py);
-                let progress: f64 = me
-                    .getattr("_progress")
-                    .and_then(|p| p.extract())
-                    .or_else(|_| args.get_item(0).and_then(|p| p.extract()))
-                    .unwrap_or(0.0);
-                let message: String = me
-                    .getattr("_status_message")
-                    .and_then(|m| m.extract())
-                    .unwrap_or_default();
-                let rt = runtime()?;
-                *rt.progress
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    (progress, message.clone());
-                let id = rt.current.load(Ordering::Acquire);
-                rt.send(&Message::Progress { progress, message }, id);
-                Ok(out.unbind())
-            },
-        )?;
-        // Plugins with `__slots__` keep their own method; the host then sees no
-        // pushed progress, which is the reference's behaviour too.
-        let _ = plugin.setattr("report_progress", f);
-    }
-    if let Ok(orig) = plugin.getattr("report_usage") {
-        let orig = orig.unbind();
-        let me = plugin.clone().unbind();
-        let f = PyCFunction::new_closure(
-            py,
-            Some(c"report_usage"),
-            None,
-            move |args: &Bound<'_, PyTuple>,
-                  kw: Option<&Bound<'_, PyDict>>|
-                  -> PyResult<Py<PyAny>> {
-                let py = args.py();
-                let out = orig.bind(py).call(args.clone(), kw)?;
-                let usage = me
-                    .bind(py)
-                    .getattr("_last_api_usage")
-                    .ok()
-                    .filter(|u| !u.is_none());
-                if let Some(usage) = usage {
-                    let rt = runtime()?;
-                    let mut enc = Encoder::new(rt);
-                    enc.value(&usage)?;
-                    rt.send_writer(Kind::Usage, rt.current.load(Ordering::Acquire), &enc.w);
-                }
-                Ok(out.unbind())
-            },
-        )?;
-        let _ = plugin.setattr("report_usage", f);
-    }
+    wrap_after(py, plugin, c"report_progress", |me, args| {
+        let progress: f64 = me
+            .getattr("_progress")
+            .and_then(|p| p.extract())
+            .or_else(|_| args.get_item(0).and_then(|p| p.extract()))
+            .unwrap_or(0.0);
+        let message: String = me
+            .getattr("_status_message")
+            .and_then(|m| m.extract())
+            .unwrap_or_default();
+        let rt = runtime()?;
+        *rt.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (progress, message.clone());
+        rt.send(
+            &Message::Progress { progress, message },
+            rt.current.load(Ordering::Acquire),
+        );
+        Ok(())
+    })?;
+    wrap_after(py, plugin, c"report_usage", |me, _| {
+        let Some(usage) = me.getattr("_last_api_usage").ok().filter(|u| !u.is_none()) else {
+            return Ok(());
+        };
+        let rt = runtime()?;
+        let mut enc = Encoder::new(rt);
+        enc.value(&usage)?;
+        rt.send_writer(Kind::Usage, rt.current.load(Ordering::Acquire), &enc.w);
+        Ok(())
+    })
+}
+
+/// Replaces the instance's method `name` with one that calls the original, then
+/// `after(plugin, args)`. Plugins with `__slots__` keep their own method; the host
+/// then sees nothing pushed, which is the reference's behaviour too.
+fn wrap_after(
+    py: Python<'_>,
+    plugin: &Bound<'_, PyAny>,
+    name: &'static std::ffi::CStr,
+    after: impl Fn(&Bound<'_, PyAny>, &Bound<'_, PyTuple>) -> PyResult<()> + Send + Sync + 'static,
+) -> PyResult<()> {
+    let attr = name.to_str().unwrap_or_default();
+    let Ok(orig) = plugin.getattr(attr) else {
+        return Ok(());
+    };
+    let orig = orig.unbind();
+    let me = plugin.clone().unbind();
+    let f = PyCFunction::new_closure(
+        py,
+        Some(name),
+        None,
+        move |args: &Bound<'_, PyTuple>, kw: Option<&Bound<'_, PyDict>>| -> PyResult<Py<PyAny>> {
+            let py = args.py();
+            let out = orig.bind(py).call(args.clone(), kw)?;
+            after(me.bind(py), args)?;
+            Ok(out.unbind())
+        },
+    )?;
+    let _ = plugin.setattr(attr, f);
     Ok(())
 }
 

@@ -26,13 +26,7 @@ fn check(how: &str, phase: CancelPhase) {
         )
         .unwrap();
     // Wait until the worker is running it (it reports the call as current).
-    let running = crate::support::eventually(Duration::from_secs(10), || {
-        w.worker_stats_blocking(Duration::from_secs(5))
-            .ok()
-            .and_then(|st| st.get("current_call").and_then(Value::as_i64))
-            == Some(call.id() as i64)
-    });
-    assert!(running.is_some(), "{how}: the call never started");
+    crate::support::wait_running(&w, call.id());
     let reached = w.cancel_blocking(call.id(), policy()).unwrap();
     assert_eq!(reached, Some(phase), "{how}");
     let err = call.wait().unwrap_err();
@@ -85,13 +79,7 @@ fn pings_are_answered_while_plugin_code_holds_the_gil() {
             kw(&[("seconds", Value::Float(30.0))]),
         )
         .unwrap();
-    let started = crate::support::eventually(Duration::from_secs(10), || {
-        w.worker_stats_blocking(Duration::from_secs(5))
-            .ok()
-            .and_then(|st| st.get("current_call").and_then(Value::as_i64))
-            == Some(call.id() as i64)
-    });
-    assert!(started.is_some());
+    crate::support::wait_running(&w, call.id());
     for _ in 0..10 {
         w.ping_blocking(Duration::from_secs(2))
             .expect("ping while the GIL is held");

@@ -120,13 +120,7 @@ fn a_plugin_written_for_the_reference_runs_unchanged() {
     let call = w
         .start("execute", vec![], kw(&[("action", s("cancel_loop"))]))
         .unwrap();
-    let running = crate::support::eventually(std::time::Duration::from_secs(10), || {
-        w.worker_stats_blocking(std::time::Duration::from_secs(5))
-            .ok()
-            .and_then(|st| st.get("current_call").and_then(Value::as_i64))
-            == Some(call.id() as i64)
-    });
-    assert!(running.is_some());
+    crate::support::wait_running(&w, call.id());
     let phase = w
         .cancel_blocking(
             call.id(),

@@ -73,3 +73,14 @@ pub(crate) fn eventually(limit: Duration, mut pred: impl FnMut() -> bool) -> Opt
         std::thread::yield_now();
     }
 }
+
+/// Waits (bounded) until the worker reports call `id` as the one it is running.
+pub(crate) fn wait_running(w: &Worker, id: u64) {
+    let running = eventually(Duration::from_secs(10), || {
+        w.worker_stats_blocking(Duration::from_secs(5))
+            .ok()
+            .and_then(|st| st.get("current_call").and_then(Value::as_i64))
+            == Some(id as i64)
+    });
+    assert!(running.is_some(), "call {id} never started running");
+}
