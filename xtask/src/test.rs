@@ -90,6 +90,52 @@ fn lint_checks(paths: &Paths) -> Result<()> {
                 "test: rustdoc found problems",
                 "fix the doc warnings above (broken intra-doc links, missing docs)",
             ))
+        })?;
+    deny(paths)
+}
+
+/// The cargo-deny this project checks with, built from crates.io into the target dir
+/// the first time (about 4 minutes on 2 cores).
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// `cargo deny check licenses bans sources` (deny.toml). Advisories need a network
+/// this project's machines lack.
+fn deny(paths: &Paths) -> Result<()> {
+    let root = paths.target.join("cjm").join("cargo-tools");
+    let bin = root.join("bin").join("cargo-deny");
+    let installed = bin.exists()
+        && Cmd::new(&bin, &paths.root)
+            .arg("--version")
+            .read()
+            .is_ok_and(|v| v.trim().ends_with(CARGO_DENY_VERSION));
+    if !installed {
+        Cmd::cargo(&paths.root)
+            .args([
+                "install",
+                "--locked",
+                "--quiet",
+                "cargo-deny",
+                "--version",
+                CARGO_DENY_VERSION,
+                "--root",
+            ])
+            .arg(root.as_os_str())
+            .run()
+            .map_err(|e| {
+                e.context(Failure::new(
+                    "test: installing cargo-deny failed",
+                    "it comes from crates.io; check that crates.io is reachable",
+                ))
+            })?;
+    }
+    Cmd::new(&bin, &paths.root)
+        .args(["check", "licenses", "bans", "sources"])
+        .run()
+        .map_err(|e| {
+            e.context(Failure::new(
+                "test: cargo deny found a dependency problem",
+                "see deny.toml: a new license may need allowing, or a banned or duplicate crate replacing",
+            ))
         })
 }
 
