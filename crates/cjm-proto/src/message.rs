@@ -33,6 +33,29 @@ pub struct Call {
     pub kwargs: Vec<(String, Value)>,
 }
 
+impl Call {
+    /// Encodes the call's body, as sent by `me`.
+    pub fn encode(&self, me: Side) -> Result<Writer, ProtoError> {
+        let mut w = Writer::new();
+        self.encode_into(&mut w, me)?;
+        Ok(w)
+    }
+
+    fn encode_into(&self, w: &mut Writer, me: Side) -> Result<(), ProtoError> {
+        w.len_bytes(self.method.as_bytes())?;
+        w.header(tag::LIST, self.args.len())?;
+        for a in &self.args {
+            w.value(a, me)?;
+        }
+        w.header(tag::MAP, self.kwargs.len())?;
+        for (k, v) in &self.kwargs {
+            w.len_bytes(k.as_bytes())?;
+            w.value(v, me)?;
+        }
+        Ok(())
+    }
+}
+
 /// A log record from the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogRecord {
@@ -142,18 +165,7 @@ impl Message {
                 ]),
                 me,
             )?,
-            Self::Call(c) => {
-                w.len_bytes(c.method.as_bytes())?;
-                w.header(tag::LIST, c.args.len())?;
-                for a in &c.args {
-                    w.value(a, me)?;
-                }
-                w.header(tag::MAP, c.kwargs.len())?;
-                for (k, v) in &c.kwargs {
-                    w.len_bytes(k.as_bytes())?;
-                    w.value(v, me)?;
-                }
-            }
+            Self::Call(c) => c.encode_into(&mut w, me)?,
             Self::Ready(v)
             | Self::LoadFailed(v)
             | Self::Result(v)

@@ -337,16 +337,24 @@ impl Process {
 
     /// Registers a slot and sends the call.
     pub(crate) fn start(&self, call: &Call, slot: Slot) -> Result<u64, WorkerError> {
-        let mut prepared = call.clone();
-        for v in &mut prepared.args {
-            self.share_large(v)?;
+        let large = call
+            .args
+            .iter()
+            .chain(call.kwargs.iter().map(|(_, v)| v))
+            .any(has_large_inline);
+        let body = if large {
+            let mut prepared = call.clone();
+            for v in &mut prepared.args {
+                self.share_large(v)?;
+            }
+            for (_, v) in &mut prepared.kwargs {
+                self.share_large(v)?;
+            }
+            prepared.encode(Side::Host)
+        } else {
+            call.encode(Side::Host)
         }
-        for (_, v) in &mut prepared.kwargs {
-            self.share_large(v)?;
-        }
-        let body = Message::Call(prepared)
-            .encode(Side::Host)
-            .map_err(|e| self.proto(e))?;
+        .map_err(|e| self.proto(e))?;
         let id = self.register(slot)?;
         if let Err(e) = self.channel.send(Kind::Call, id, &body) {
             self.take_slot(id);
@@ -704,6 +712,17 @@ impl Drop for Process {
     fn drop(&mut self) {
         // Nothing outlives its owner: a dropped handle takes its worker down.
         self.kill();
+    }
+}
+
+/// Whether a value holds inline bytes large enough to move into shared memory.
+fn has_large_inline(v: &Value) -> bool {
+    match v {
+        Value::Bytes(Buffer::Inline(b)) => b.len() >= SHM_THRESHOLD,
+        Value::Array(a) => matches!(&a.data, Buffer::Inline(b) if b.len() >= SHM_THRESHOLD),
+        Value::List(items) => items.iter().any(has_large_inline),
+        Value::Map(pairs) => pairs.iter().any(|(_, v)| has_large_inline(v)),
+        _ => false,
     }
 }
 

@@ -523,7 +523,7 @@ impl Runtime {
         let result = match method.as_str() {
             "execute" => {
                 reset_call_state(plugin)?;
-                plugin.call_method("execute", args.clone(), Some(&kwargs))?
+                plugin.call_method(pyo3::intern!(py, "execute"), args.clone(), Some(&kwargs))?
             }
             "execute_stream" => {
                 reset_call_state(plugin)?;
@@ -628,11 +628,13 @@ fn fs_read(path: &str) -> Option<String> {
 }
 
 fn reset_call_state(plugin: &Bound<'_, PyAny>) -> PyResult<()> {
-    if plugin.hasattr("_cancel_requested")? {
-        plugin.setattr("_cancel_requested", false)?;
+    let py = plugin.py();
+    let cancel_flag = pyo3::intern!(py, "_cancel_requested");
+    if plugin.hasattr(cancel_flag)? {
+        plugin.setattr(cancel_flag, false)?;
     }
     // Ignore plugins that forbid new attributes (`__slots__`): usage is optional.
-    let _ = plugin.setattr("_last_api_usage", plugin.py().None());
+    let _ = plugin.setattr(pyo3::intern!(py, "_last_api_usage"), py.None());
     Ok(())
 }
 
