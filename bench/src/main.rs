@@ -593,6 +593,13 @@ struct HostDeath {
 fn host_death(ctx: &Ctx) -> Result<Option<HostDeath>> {
     let host = ctx.root.join("target/release/cjm-proxy-fixture-host");
     if !host.exists() {
+        // `cargo xtask bench` builds it; a bare `cargo run -p cjm-bench` may not have.
+        let mut err = std::io::stderr();
+        writeln!(
+            err,
+            "host death: skipped, {} is missing (cargo build --release -p cjm-proxy --bins)",
+            host.display()
+        )?;
         return Ok(None);
     }
     let mut workers = Vec::new();

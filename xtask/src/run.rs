@@ -48,6 +48,17 @@ pub(crate) fn bench(paths: &Paths, args: &[OsString]) -> Result<()> {
     }
     setup::setup(paths)?;
     let wheel = wheel::build_and_install(paths, Profile::Release)?;
+    // The host-death figure SIGKILLs this small host program.
+    Cmd::cargo(&paths.root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "cjm-proxy",
+            "--bin",
+            "cjm-proxy-fixture-host",
+        ])
+        .run()?;
     let started = SystemTime::now();
     let cmd = Cmd::cargo(&paths.root).args(["run", "--release", "-p", "cjm-bench"]);
     with_worker_env(with_passthrough(cmd, args), paths, &wheel).run()?;
