@@ -110,3 +110,22 @@ fn numpy_arrays_cross_as_typed_arrays() {
     );
     assert_eq!(a.data.as_slice(), &data[..]);
 }
+
+#[test]
+fn a_file_backed_dto_travels_as_its_temp_file_path() {
+    let w = spawn("Echo");
+    let path = w
+        .execute_blocking(
+            vec![],
+            kw(&[("action", s("dto")), ("text", s("hello file"))]),
+        )
+        .unwrap();
+    let path = path.as_str().expect("a path string").to_owned();
+    assert!(std::path::Path::new(&path).is_file(), "{path}");
+    // Another plugin (here the same one) reads it by path, as with the reference.
+    let text = w
+        .execute_blocking(vec![s(&path)], kw(&[("action", s("read_path"))]))
+        .unwrap();
+    assert_eq!(text, s("hello file"));
+    let _ = fs_err::remove_file(&path);
+}
