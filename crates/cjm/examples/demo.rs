@@ -155,8 +155,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let timer = Instant::now();
     let phase = flaky.cancel_blocking(call.id(), CancelPolicy::default())?;
     let outcome = call.wait();
+    let how = phase.map_or_else(
+        || "after it had already finished".to_owned(),
+        |p| p.to_string(),
+    );
     out(&format!(
-        "   cancel reached phase {phase:?} in {:.1?}",
+        "   the call was cancelled {how}, in {:.1?}",
         timer.elapsed()
     ));
     if let Err(e) = outcome {
