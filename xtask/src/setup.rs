@@ -127,7 +127,12 @@ fn build_tools(paths: &Paths, python: &BasePython, tools_txt: &str) -> Result<()
         },
     )?;
 
-    let requirements = paths.requirements.join("tools.txt");
+    install_requirements(paths, venv, "tools.txt")
+}
+
+/// `uv pip install -r xtask/requirements/<file>` into `venv`.
+fn install_requirements(paths: &Paths, venv: &Path, file: &str) -> Result<()> {
+    let requirements = paths.requirements.join(file);
     step(
         &format!(
             "installing {} into {}",
@@ -148,21 +153,7 @@ fn build_venv(paths: &Paths, python: &BasePython) -> Result<()> {
     let venv = &paths.venv;
     create_venv(paths, venv, python)?;
 
-    let requirements = paths.requirements.join("venv.txt");
-    step(
-        &format!(
-            "installing {} into {}",
-            paths.show(&requirements),
-            paths.show(venv)
-        ),
-        NETWORK_HINT,
-        || {
-            uv_pip_install(paths, venv)
-                .arg("-r")
-                .arg(&requirements)
-                .run()
-        },
-    )?;
+    install_requirements(paths, venv, "venv.txt")?;
 
     // uv has no `--ignore-requires-python`, and the reference package declares Python
     // >= 3.12 although it runs on 3.11; its dependencies come from venv.txt instead.
