@@ -29,9 +29,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Exit code, stdout and stderr, as one text for a snapshot.
+fn transcript(out: &Output) -> String {
+    format!(
+        "exit: {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
 #[test]
 fn call_prints_the_result_as_json_on_stdout() {
     let out = ctl(&["--class", "TextStats", "execute", r#""one two one""#]);
+    insta::assert_snapshot!(transcript(&out));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(v, serde_json::json!({"words": 3, "unique": 2, "chars": 11}));
@@ -53,6 +64,7 @@ fn a_stream_prints_one_json_line_per_chunk() {
 #[test]
 fn a_class_that_does_not_exist_exits_3_with_a_hint() {
     let out = ctl(&["--class", "Missing", "execute"]);
+    insta::assert_snapshot!(transcript(&out));
     assert_eq!(out.status.code(), Some(3));
     let err = text(&out.stderr);
     assert!(
@@ -83,6 +95,7 @@ fn a_plugin_error_exits_1_with_its_traceback() {
 #[test]
 fn an_argument_that_is_not_json_exits_2() {
     let out = ctl(&["--class", "TextStats", "execute", "not json"]);
+    insta::assert_snapshot!(transcript(&out));
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not valid JSON"));
 }
