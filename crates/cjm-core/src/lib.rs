@@ -1,12 +1,12 @@
-//! cjm's shared vocabulary: the error taxonomy and [`JobError`], content hashing and
-//! plugin metadata, each faithful to the Python reference (`cjm-plugin-system` 0.0.34)
-//! down to the bytes it writes.
+//! cjm's shared vocabulary: the error taxonomy and [`JobError`], content hashing,
+//! plugin metadata and the layered `cjm.yaml` configuration, each faithful to the
+//! Python reference (`cjm-plugin-system` 0.0.34) down to the bytes it writes.
 //!
 //! This crate owns the shapes every other crate agrees on: how a failure is
 //! categorised and recorded, how a Python exception reported by a worker becomes a
-//! [`JobError`], how configs and files are hashed, and what a plugin's metadata says.
-//! It never touches processes, channels, environments or the clock: callers pass
-//! the time in.
+//! [`JobError`], how configs and files are hashed, what a plugin's metadata says, and
+//! where cjm keeps its files ([`load_config`]). It never touches processes, channels,
+//! environments or the clock: callers pass the time (and the environment) in.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -23,18 +23,27 @@
 //! assert!(hash_dict_canonical(&config).starts_with("sha256:"));
 //! ```
 
+mod config;
 mod errors;
 mod hashing;
 mod metadata;
 mod timestamp;
 
 pub use crate::{
+    config::{
+        CONFIG_FILE_NAME, CjmConfig, CondaType, ConfigError, ConfigProblem, ConfigWarning,
+        ConfigWarningKind, ENV_CONDA_PREFIX, ENV_CONDA_TYPE, ENV_DATA_DIR, LoadOptions,
+        RuntimeConfig, RuntimeMode, SubstrateConfig, UnknownValue, current_platform, load_config,
+    },
     errors::{
         CancelPhase, ErrorCategory, JobError, JobErrorContext, PluginError, PluginErrorKind,
         PluginRef, RaisedException, ResourceShortfall, ShortfallResource, TracebackPolicy,
         UnknownCategory, WorkerExit,
     },
-    hashing::{HashError, canonical_json, hash_bytes, hash_dict_canonical, hash_file, verify_hash},
+    hashing::{
+        HashError, canonical_json, hash_bytes, hash_dict_canonical, hash_file, python_json,
+        verify_hash,
+    },
     metadata::{PluginInstance, PluginMeta, PluginTaxonomy, ResourceRequirements},
     timestamp::isoformat_utc,
 };

@@ -66,6 +66,63 @@ fn write_value(out: &mut String, value: &Value) {
     }
 }
 
+/// `value` as Python's `json.dumps(value, indent=indent)` writes it, byte for
+/// byte, with the defaults the reference relies on when it writes a manifest:
+///
+/// - object keys in the `Map`'s order (insertion order when `serde_json`'s
+///   `preserve_order` feature is on, as it is in this workspace), never sorted;
+/// - with `indent`, one item per line indented by that many spaces a level, `,`
+///   ending each line but the last and `": "` between key and value; empty
+///   objects and arrays stay `{}` and `[]`; `Some(0)` still breaks lines;
+/// - without `indent`, everything on one line with `", "` and `": "`;
+/// - strings with `ensure_ascii=True` and floats as Python's `repr()`, as in
+///   [`canonical_json`];
+/// - no trailing newline (`json.dump` writes none).
+pub fn python_json(value: &Value, indent: Option<usize>) -> String {
+    let mut out = String::new();
+    write_pretty(&mut out, value, indent, 0);
+    out
+}
+
+fn write_pretty(out: &mut String, value: &Value, indent: Option<usize>, depth: usize) {
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(width) = indent {
+            out.push('\n');
+            out.extend(std::iter::repeat_n(' ', width * depth));
+        }
+    };
+    let separator = if indent.is_some() { "," } else { ", " };
+    match value {
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push_str(separator);
+                }
+                newline(out, depth + 1);
+                write_pretty(out, item, indent, depth + 1);
+            }
+            newline(out, depth);
+            out.push(']');
+        }
+        Value::Object(entries) if !entries.is_empty() => {
+            out.push('{');
+            for (index, (key, item)) in entries.iter().enumerate() {
+                if index > 0 {
+                    out.push_str(separator);
+                }
+                newline(out, depth + 1);
+                write_string(out, key);
+                out.push_str(": ");
+                write_pretty(out, item, indent, depth + 1);
+            }
+            newline(out, depth);
+            out.push('}');
+        }
+        _ => write_value(out, value),
+    }
+}
+
 fn write_number(out: &mut String, number: &Number) {
     // Writing to a String cannot fail.
     if let Some(int) = number.as_i64() {
@@ -236,6 +293,29 @@ mod tests {
         check(-(723_886_542_402_091.0 + 0.25), "-723886542402091.2");
         check(0.125, "0.125");
         check(2.5, "2.5");
+    }
+
+    #[test]
+    fn python_json_keeps_key_order_and_prints_as_json_dumps_does() {
+        // Expected texts from Python 3.11's `json.dumps(value, indent=…)`.
+        let value: Value = serde_json::from_str(
+            r#"{"b": [1, 2.5, {}], "a": {"x": [], "y": "\u00e9\ud83d\ude00"}, "c": null, "d": 1e16}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            python_json(&value, Some(2)),
+            "{\n  \"b\": [\n    1,\n    2.5,\n    {}\n  ],\n  \"a\": {\n    \"x\": [],\n    \
+             \"y\": \"\\u00e9\\ud83d\\ude00\"\n  },\n  \"c\": null,\n  \"d\": 1e+16\n}"
+        );
+        assert_eq!(
+            python_json(&value, None),
+            r#"{"b": [1, 2.5, {}], "a": {"x": [], "y": "\u00e9\ud83d\ude00"}, "c": null, "d": 1e+16}"#
+        );
+        assert_eq!(
+            python_json(&value, Some(0)),
+            "{\n\"b\": [\n1,\n2.5,\n{}\n],\n\"a\": {\n\"x\": [],\n\
+             \"y\": \"\\u00e9\\ud83d\\ude00\"\n},\n\"c\": null,\n\"d\": 1e+16\n}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
 
 use ring::digest::{self, Algorithm, Context};
 
-pub use self::canonical::canonical_json;
+pub use self::canonical::{canonical_json, python_json};
 
 /// A hash that could not be computed or checked.
 #[derive(Debug, thiserror::Error)]

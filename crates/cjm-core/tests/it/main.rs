@@ -8,6 +8,7 @@
 )]
 
 mod classify;
+mod config;
 mod hashing;
 mod job_error;
 mod metadata;

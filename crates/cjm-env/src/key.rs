@@ -1,0 +1,105 @@
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// The tool that builds an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// `uv venv` + `uv pip install` (the default).
+    #[default]
+    Uv,
+    /// conda or micromamba.
+    Conda,
+    /// An existing interpreter, used as it is.
+    Python,
+}
+
+/// Everything that decides what an environment contains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvRequest {
+    /// The tool.
+    pub backend: Backend,
+    /// The base interpreter (a path, or a version uv can find, like `3.11`).
+    pub python: String,
+    /// Requirement strings (`libdemo==1.0`, `my-plugin>=2`).
+    pub requirements: Vec<String>,
+    /// Local wheel files installed too (the host's own `cjm-worker`).
+    pub wheels: Vec<PathBuf>,
+    /// Folders of wheels to resolve from (`--find-links`).
+    pub find_links: Vec<PathBuf>,
+    /// The package index, if not the default.
+    pub index_url: Option<String>,
+    /// More package indexes.
+    pub extra_index_urls: Vec<String>,
+    /// Resolve from `find_links` only, never from an index.
+    pub no_index: bool,
+}
+
+impl EnvRequest {
+    /// A uv request for `python` with `requirements`.
+    pub fn uv(
+        python: impl Into<String>,
+        requirements: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            backend: Backend::Uv,
+            python: python.into(),
+            requirements: requirements.into_iter().map(Into::into).collect(),
+            wheels: Vec::new(),
+            find_links: Vec::new(),
+            index_url: None,
+            extra_index_urls: Vec::new(),
+            no_index: false,
+        }
+    }
+}
+
+/// The name of an environment: a hash of its request, the platform and the worker
+/// runtime version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EnvKey(pub String);
+
+impl std::fmt::Display for EnvKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl EnvKey {
+    /// The key of `req`. Requirements are compared as a set (order and duplicates do
+    /// not matter); a wheel counts by its file name, which carries its version.
+    pub fn of(req: &EnvRequest, worker_version: &str) -> Self {
+        let mut requirements: Vec<String> = req
+            .requirements
+            .iter()
+            .map(|r| r.trim().to_owned())
+            .collect();
+        requirements.sort();
+        requirements.dedup();
+        let mut wheels: Vec<String> = req
+            .wheels
+            .iter()
+            .map(|w| {
+                w.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            })
+            .collect();
+        wheels.sort();
+        let doc = serde_json::json!({
+            "backend": req.backend,
+            "python": req.python,
+            "requirements": requirements,
+            "wheels": wheels,
+            "find_links": req.find_links,
+            "index_url": req.index_url,
+            "extra_index_urls": req.extra_index_urls,
+            "no_index": req.no_index,
+            "platform": format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+            "worker": worker_version,
+        });
+        let hash = cjm_core::hash_dict_canonical(&doc);
+        let hex = hash.strip_prefix("sha256:").unwrap_or(&hash);
+        Self(hex[..16.min(hex.len())].to_owned())
+    }
+}

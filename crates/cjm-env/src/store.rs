@@ -1,0 +1,303 @@
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EnvError;
+use crate::key::{Backend, EnvKey, EnvRequest};
+
+/// The marker written last into a complete environment.
+const MARKER: &str = ".cjm-env.json";
+/// The resolved set, as `uv pip freeze` reports it.
+const LOCK: &str = "requirements.lock";
+/// Lines of a failing tool's output kept for the error.
+const TAIL: usize = 20;
+
+/// A built environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Env {
+    /// Its key.
+    pub key: EnvKey,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// Its interpreter.
+    pub python: PathBuf,
+    /// The resolved set (`name==version` lines).
+    pub lock: String,
+    /// Whether this call built it (false: it was there already).
+    pub built: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Marker {
+    key: String,
+    python: String,
+    requirements: Vec<String>,
+    worker_version: String,
+}
+
+/// Environments under one folder, built with one uv.
+#[derive(Debug, Clone)]
+pub struct EnvStore {
+    root: PathBuf,
+    uv: PathBuf,
+    cache_dir: Option<PathBuf>,
+    worker_version: String,
+}
+
+impl EnvStore {
+    /// Environments under `root`, built with the uv at `uv`; `worker_version` is part
+    /// of every key, so a new cjm-worker gets new environments.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        uv: impl Into<PathBuf>,
+        worker_version: impl Into<String>,
+    ) -> Self {
+        Self {
+            root: root.into(),
+            uv: uv.into(),
+            cache_dir: None,
+            worker_version: worker_version.into(),
+        }
+    }
+
+    /// Uses `dir` as uv's cache instead of the user's.
+    #[must_use]
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// The folder of environment `key`.
+    pub fn dir(&self, key: &EnvKey) -> PathBuf {
+        self.root.join(&key.0)
+    }
+
+    /// The key `req` would get.
+    pub fn key(&self, req: &EnvRequest) -> EnvKey {
+        EnvKey::of(req, &self.worker_version)
+    }
+
+    /// The environment for `req`, built if it is not there yet. Concurrent calls for
+    /// one key (threads or processes) build it once.
+    pub fn ensure(&self, req: &EnvRequest) -> Result<Env, EnvError> {
+        match req.backend {
+            Backend::Uv => {}
+            Backend::Conda => return Err(EnvError::Unsupported { backend: "conda" }),
+            Backend::Python => return Err(EnvError::Unsupported { backend: "python" }),
+        }
+        let key = self.key(req);
+        if let Some(env) = self.existing(&key)? {
+            return Ok(env);
+        }
+        fs_err::create_dir_all(&self.root)
+            .map_err(|e| io("creating the environments folder", e))?;
+        let lock_path = self.root.join(format!("{key}.lock"));
+        let lock = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("opening the environment's lock file", e))?;
+        lock.file()
+            .lock()
+            .map_err(|e| io(&format!("locking {}", lock_path.display()), e))?;
+        // Someone may have built it while we waited for the lock.
+        if let Some(env) = self.existing(&key)? {
+            return Ok(env);
+        }
+        let env = self.build(&key, req);
+        // The lock file itself stays: removing it could let a third builder lock a
+        // different inode than a second one waiting on this one.
+        drop(lock);
+        env
+    }
+
+    /// The environment `key`, if it is complete.
+    fn existing(&self, key: &EnvKey) -> Result<Option<Env>, EnvError> {
+        let dir = self.dir(key);
+        if !dir.join(MARKER).is_file() {
+            return Ok(None);
+        }
+        let lock = fs_err::read_to_string(dir.join(LOCK))
+            .map_err(|e| io("reading the resolved set", e))?;
+        Ok(Some(Env {
+            key: key.clone(),
+            python: dir.join("bin").join("python"),
+            dir,
+            lock,
+            built: false,
+        }))
+    }
+
+    fn build(&self, key: &EnvKey, req: &EnvRequest) -> Result<Env, EnvError> {
+        let dir = self.dir(key);
+        let tmp = self
+            .root
+            .join(format!(".{key}.building-{}", std::process::id()));
+        remove_dir_if_exists(&tmp)?;
+        if dir.exists() {
+            // An incomplete leftover (no marker): rebuild it from scratch.
+            remove_dir_if_exists(&dir)?;
+        }
+        if let Err(e) = self.build_in(key, req, &tmp) {
+            let _ = remove_dir_if_exists(&tmp);
+            return Err(e);
+        }
+        fs_err::rename(&tmp, &dir).map_err(|e| io("moving the environment into place", e))?;
+        let mut env = self.existing(key)?.ok_or_else(|| {
+            io(
+                "reading the new environment",
+                std::io::Error::other("marker missing"),
+            )
+        })?;
+        env.built = true;
+        Ok(env)
+    }
+
+    fn build_in(&self, key: &EnvKey, req: &EnvRequest, tmp: &Path) -> Result<(), EnvError> {
+        // Relocatable: the environment is built under a temporary name and renamed.
+        let mut venv = self.uv_cmd();
+        venv.args([
+            "venv",
+            "--quiet",
+            "--relocatable",
+            "--no-project",
+            "--python",
+        ])
+        .arg(&req.python)
+        .arg(tmp);
+        self.run("creating the environment", key, venv)?;
+
+        let python = tmp.join("bin").join("python");
+        if !req.requirements.is_empty() || !req.wheels.is_empty() {
+            let mut install = self.uv_cmd();
+            install
+                .args(["pip", "install", "--quiet", "--python"])
+                .arg(&python);
+            if req.no_index {
+                install.arg("--no-index");
+            }
+            if let Some(url) = &req.index_url {
+                install.args(["--index-url", url]);
+            }
+            for url in &req.extra_index_urls {
+                install.args(["--extra-index-url", url]);
+            }
+            for dir in &req.find_links {
+                install.arg("--find-links").arg(dir);
+            }
+            install.args(&req.requirements).args(&req.wheels);
+            self.run("installing the requirements", key, install)?;
+        }
+
+        let mut freeze = self.uv_cmd();
+        freeze.args(["pip", "freeze", "--python"]).arg(&python);
+        let lock = self.run("recording the resolved set", key, freeze)?;
+        fs_err::write(tmp.join(LOCK), lock).map_err(|e| io("writing the resolved set", e))?;
+        let marker = Marker {
+            key: key.0.clone(),
+            python: req.python.clone(),
+            requirements: req.requirements.clone(),
+            worker_version: self.worker_version.clone(),
+        };
+        let text = serde_json::to_string_pretty(&marker).unwrap_or_default();
+        fs_err::write(tmp.join(MARKER), text).map_err(|e| io("marking the environment complete", e))
+    }
+
+    fn uv_cmd(&self) -> Command {
+        let mut cmd = Command::new(&self.uv);
+        if let Some(cache) = &self.cache_dir {
+            cmd.env("UV_CACHE_DIR", cache);
+        }
+        // Never pick up an activated environment or a project of the caller's.
+        cmd.env_remove("VIRTUAL_ENV").env("UV_NO_CONFIG", "1");
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a tool step; its stdout on success, its last lines in the error.
+    fn run(&self, step: &'static str, key: &EnvKey, mut cmd: Command) -> Result<String, EnvError> {
+        let command = format!(
+            "{} {}",
+            cmd.get_program().to_string_lossy(),
+            cmd.get_args()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let out = cmd.output().map_err(|source| EnvError::ToolMissing {
+            tool: self.uv.clone(),
+            source,
+        })?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let output_tail = lines[lines.len().saturating_sub(TAIL)..].to_vec();
+        Err(EnvError::Tool {
+            step,
+            key: key.0.clone(),
+            command,
+            status: out.status.to_string(),
+            output_tail,
+        })
+    }
+
+    /// Every complete environment.
+    pub fn list(&self) -> Result<Vec<EnvKey>, EnvError> {
+        let Ok(entries) = fs_err::read_dir(&self.root) else {
+            return Ok(Vec::new());
+        };
+        let mut keys: Vec<EnvKey> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join(MARKER).is_file())
+            .map(|e| EnvKey(e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Deletes environment `key` (its next `ensure` rebuilds it).
+    pub fn remove(&self, key: &EnvKey) -> Result<(), EnvError> {
+        remove_dir_if_exists(&self.dir(key))
+    }
+
+    /// Removes every environment not in `keep`; returns what it removed.
+    pub fn gc(&self, keep: &[EnvKey]) -> Result<Vec<EnvKey>, EnvError> {
+        let mut removed = Vec::new();
+        for key in self.list()? {
+            if !keep.contains(&key) {
+                self.remove(&key)?;
+                removed.push(key);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Rebuilds the environment for `req` from scratch.
+    pub fn repair(&self, req: &EnvRequest) -> Result<Env, EnvError> {
+        self.remove(&self.key(req))?;
+        self.ensure(req)
+    }
+}
+
+fn io(what: &str, source: std::io::Error) -> EnvError {
+    EnvError::Io {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<(), EnvError> {
+    match fs_err::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("removing an environment folder", e)),
+    }
+}

@@ -1,0 +1,491 @@
+//! plugins.yaml: the operator's list of plugins to install.
+
+use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
+
+use crate::{
+    error::{FileKind, ManifestError, Problem, Problems},
+    yaml::{self, Node, Value},
+};
+
+/// A plugins.yaml file: the reference's format (a top-level `plugins` list of
+/// entries with `name`, `env_name`, `package`, `env_file` or `python_version`,
+/// and `interface_libs`), plus cjm's optional keys per entry: `backend`,
+/// `python_path`, `requirements`, `index_url`, `extra_index_urls`,
+/// `find_links`, `env_vars` and `resources`.
+///
+/// ```
+/// use cjm_manifest::{Backend, PluginsFile};
+///
+/// let file = PluginsFile::from_yaml_str(
+///     r#"
+/// plugins:
+///   - name: whisper
+///     env_name: cjm-whisper
+///     package: cjm-transcription-plugin-whisper
+///     python_version: "3.11"
+///     resources: {vram_mb: 2048, gpu: true}
+/// "#,
+///     "plugins.yaml",
+/// )?;
+/// let whisper = file.get("whisper").unwrap();
+/// assert_eq!(whisper.backend(), Backend::Uv);
+/// assert_eq!(whisper.resources.vram_mb, Some(2048));
+/// # Ok::<(), cjm_manifest::ManifestError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginsFile {
+    /// The entries, in file order; their names are unique.
+    pub plugins: Vec<PluginSpec>,
+}
+
+/// One plugin to install.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginSpec {
+    /// The plugin's name, unique in the file.
+    pub name: String,
+    /// The environment's name.
+    pub env_name: String,
+    /// What to install: a pip requirement or a git URL.
+    pub package: String,
+    /// A conda environment file (path or http(s) URL); for conda the
+    /// reference prefers it over `python_version`.
+    pub env_file: Option<String>,
+    /// The Python to create the environment with, like `3.11`.
+    pub python_version: Option<String>,
+    /// Interface libraries installed before the package (and on the host by
+    /// `setup-host`).
+    pub interface_libs: Vec<String>,
+    /// The environment backend as written; see [`PluginSpec::backend`].
+    pub explicit_backend: Option<Backend>,
+    /// The existing interpreter the `python` backend runs.
+    pub python_path: Option<String>,
+    /// Extra requirements installed with the package.
+    pub requirements: Vec<String>,
+    /// The package index to install from instead of the default.
+    pub index_url: Option<String>,
+    /// More package indexes.
+    pub extra_index_urls: Vec<String>,
+    /// Local directories or pages of links to find packages in.
+    pub find_links: Vec<String>,
+    /// Environment variables visible to the worker (never secrets).
+    pub env_vars: BTreeMap<String, String>,
+    /// What the plugin is declared to need, the scheduler's prior.
+    pub resources: DeclaredResources,
+    /// The line the entry starts on.
+    pub line: Option<usize>,
+}
+
+impl PluginSpec {
+    /// The backend that builds this plugin's environment: the one written, or
+    /// conda for an entry with an `env_file` (only conda reads one, and the
+    /// reference always used conda), or uv.
+    pub fn backend(&self) -> Backend {
+        self.explicit_backend.unwrap_or(if self.env_file.is_some() {
+            Backend::Conda
+        } else {
+            Backend::Uv
+        })
+    }
+}
+
+/// What builds a plugin's environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// A uv virtual environment.
+    #[default]
+    Uv,
+    /// A conda or micromamba environment, as the reference makes.
+    Conda,
+    /// An existing interpreter, used as it is.
+    Python,
+}
+
+impl Backend {
+    /// The name written in plugins.yaml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Uv => "uv",
+            Self::Conda => "conda",
+            Self::Python => "python",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text {
+            "uv" => Ok(Self::Uv),
+            "conda" => Ok(Self::Conda),
+            "python" => Ok(Self::Python),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Resources a plugin's entry declares it needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DeclaredResources {
+    /// Resident memory, in MiB.
+    pub ram_mb: Option<u64>,
+    /// GPU memory, in MiB.
+    pub vram_mb: Option<u64>,
+    /// Whether it needs a GPU at all.
+    pub gpu: bool,
+}
+
+impl PluginsFile {
+    /// Reads and checks a plugins.yaml file, failing with every problem found.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ManifestError> {
+        let path = path.as_ref();
+        let text = fs_err::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml_str(&text, path)
+    }
+
+    /// Parses and checks plugins.yaml text; `path` names it in errors.
+    pub fn from_yaml_str(text: &str, path: impl AsRef<Path>) -> Result<Self, ManifestError> {
+        let path = path.as_ref();
+        let root = yaml::parse(text).map_err(|source| ManifestError::Yaml {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        let mut reader = Reader::default();
+        let file = reader.file(&root);
+        if reader.problems.is_empty() {
+            Ok(file)
+        } else {
+            Err(ManifestError::Invalid {
+                kind: FileKind::PluginsYaml,
+                path: path.to_owned(),
+                problems: Problems(reader.problems),
+            })
+        }
+    }
+
+    /// The entry named `name`.
+    pub fn get(&self, name: &str) -> Option<&PluginSpec> {
+        self.plugins.iter().find(|plugin| plugin.name == name)
+    }
+}
+
+const RESOURCE_KEYS: [&str; 3] = ["ram_mb", "vram_mb", "gpu"];
+
+#[derive(Default)]
+struct Reader {
+    problems: Vec<Problem>,
+}
+
+impl Reader {
+    fn problem(&mut self, path: &str, line: Option<usize>, message: impl Into<String>) {
+        self.problems
+            .push(Problem::new(path, message).at_line(line));
+    }
+
+    fn wrong(&mut self, path: &str, node: &Node, what: &str) {
+        self.problem(
+            path,
+            node.line,
+            format!("expected {what}, found {}", node.value),
+        );
+    }
+
+    fn file(&mut self, root: &Node) -> PluginsFile {
+        if !matches!(root.value, Value::Map(_)) {
+            self.wrong("", root, "a mapping with a `plugins` list at the top level");
+            return PluginsFile::default();
+        }
+        let plugins = match root.get("plugins") {
+            None => {
+                self.problem("plugins", root.line, "required key is missing");
+                return PluginsFile::default();
+            }
+            Some(Node {
+                value: Value::Seq(items),
+                ..
+            }) => items,
+            Some(node) => {
+                self.wrong("plugins", node, "a list");
+                return PluginsFile::default();
+            }
+        };
+        let mut file = PluginsFile::default();
+        let mut first_seen: BTreeMap<String, (usize, Option<usize>)> = BTreeMap::new();
+        for (index, node) in plugins.iter().enumerate() {
+            let path = format!("plugins[{index}]");
+            let Some(spec) = self.plugin(node, &path) else {
+                continue;
+            };
+            if !spec.name.is_empty() {
+                if let Some((first, first_line)) = first_seen.get(&spec.name) {
+                    let name_line = node.get("name").and_then(|name| name.line);
+                    let at = first_line.map_or_else(String::new, |line| format!(", line {line}"));
+                    self.problem(
+                        &format!("{path}.name"),
+                        name_line,
+                        format!(
+                            "duplicate plugin name {:?} (first at plugins[{first}]{at})",
+                            spec.name
+                        ),
+                    );
+                } else {
+                    let line = node.get("name").and_then(|name| name.line);
+                    first_seen.insert(spec.name.clone(), (index, line));
+                }
+            }
+            file.plugins.push(spec);
+        }
+        file
+    }
+
+    fn plugin(&mut self, node: &Node, path: &str) -> Option<PluginSpec> {
+        if !matches!(node.value, Value::Map(_)) {
+            self.wrong(path, node, "a mapping");
+            return None;
+        }
+        let field = |key: &str| format!("{path}.{key}");
+        let name = self.required_string(node, "name", path);
+        let env_name = self.required_string(node, "env_name", path);
+        let package = self.required_string(node, "package", path);
+        let env_file = self.optional_string(node, "env_file", path);
+        let python_version = node
+            .get("python_version")
+            .and_then(|version| match &version.value {
+                Value::Str(text) if is_python_version(text) => Some(text.clone()),
+                _ => {
+                    self.wrong(&field("python_version"), version, "a string like \"3.11\"");
+                    None
+                }
+            });
+        let explicit_backend = node
+            .get("backend")
+            .and_then(|backend| match &backend.value {
+                Value::Str(text) if text.parse::<Backend>().is_ok() => text.parse().ok(),
+                _ => {
+                    self.wrong(
+                        &field("backend"),
+                        backend,
+                        "one of \"uv\", \"conda\", \"python\"",
+                    );
+                    None
+                }
+            });
+        let spec = PluginSpec {
+            name,
+            env_name,
+            package,
+            env_file,
+            python_version,
+            interface_libs: self.strings(node, "interface_libs", path),
+            explicit_backend,
+            python_path: self.optional_string(node, "python_path", path),
+            requirements: self.strings(node, "requirements", path),
+            index_url: self.optional_string(node, "index_url", path),
+            extra_index_urls: self.strings(node, "extra_index_urls", path),
+            find_links: self.strings(node, "find_links", path),
+            env_vars: self.env_vars(node, path),
+            resources: self.resources(node, path),
+            line: node.line,
+        };
+        self.environment_source(node, path, &spec);
+        Some(spec)
+    }
+
+    /// Which keys say how the environment is made, for the backend in use.
+    fn environment_source(&mut self, node: &Node, path: &str, spec: &PluginSpec) {
+        let has = |key: &str| node.get(key).is_some();
+        let backend_written = has("backend");
+        if backend_written && spec.explicit_backend.is_none() {
+            // The backend itself is wrong; the rest would only guess.
+            return;
+        }
+        match spec.backend() {
+            Backend::Python => {
+                if !has("python_path") {
+                    self.problem(
+                        &format!("{path}.python_path"),
+                        node.line,
+                        "required field is missing (backend python runs an existing interpreter)",
+                    );
+                }
+            }
+            backend => {
+                if !has("env_file") && !has("python_version") {
+                    self.problem(
+                        path,
+                        node.line,
+                        "must declare either `env_file` or `python_version` to say how the environment is created",
+                    );
+                }
+                if let Some(python_path) = node.get("python_path") {
+                    self.problem(
+                        &format!("{path}.python_path"),
+                        python_path.line,
+                        format!("only used by backend python, not {backend}"),
+                    );
+                }
+                if backend == Backend::Uv
+                    && let Some(env_file) = node.get("env_file")
+                {
+                    self.problem(
+                        &format!("{path}.env_file"),
+                        env_file.line,
+                        "backend uv cannot read a conda environment file; use backend conda, or python_version",
+                    );
+                }
+            }
+        }
+    }
+
+    fn required_string(&mut self, node: &Node, key: &str, path: &str) -> String {
+        let field = format!("{path}.{key}");
+        match node.get(key) {
+            None
+            | Some(Node {
+                value: Value::Null, ..
+            }) => {
+                self.problem(&field, node.line, "required field is missing");
+                String::new()
+            }
+            Some(Node {
+                value: Value::Str(text),
+                line,
+            }) => {
+                if text.is_empty() {
+                    self.problem(&field, *line, "required field is empty");
+                }
+                text.clone()
+            }
+            Some(other) => {
+                self.wrong(&field, other, "a string");
+                String::new()
+            }
+        }
+    }
+
+    fn optional_string(&mut self, node: &Node, key: &str, path: &str) -> Option<String> {
+        let value = node.get(key)?;
+        match &value.value {
+            Value::Str(text) if !text.is_empty() => Some(text.clone()),
+            _ => {
+                self.wrong(&format!("{path}.{key}"), value, "a non-empty string");
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, node: &Node, key: &str, path: &str) -> Vec<String> {
+        let field = format!("{path}.{key}");
+        let Some(value) = node.get(key) else {
+            return Vec::new();
+        };
+        let Value::Seq(items) = &value.value else {
+            self.wrong(&field, value, "a list of strings");
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            match &item.value {
+                Value::Str(text) if !text.is_empty() => out.push(text.clone()),
+                _ => self.wrong(&format!("{field}[{index}]"), item, "a non-empty string"),
+            }
+        }
+        out
+    }
+
+    fn env_vars(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
+        let field = format!("{path}.env_vars");
+        let mut out = BTreeMap::new();
+        let Some(value) = node.get("env_vars") else {
+            return out;
+        };
+        let Value::Map(entries) = &value.value else {
+            self.wrong(&field, value, "a mapping of variable names to strings");
+            return out;
+        };
+        for (key, item) in entries {
+            let Value::Str(name) = &key.value else {
+                self.wrong(&field, key, "a variable name");
+                continue;
+            };
+            let item_path = format!("{field}.{name}");
+            if !is_env_var_name(name) {
+                self.problem(
+                    &item_path,
+                    key.line,
+                    "not a variable name (letters, digits and `_`, not starting with a digit)",
+                );
+                continue;
+            }
+            match &item.value {
+                Value::Str(text) => {
+                    out.insert(name.clone(), text.clone());
+                }
+                _ => self.wrong(&item_path, item, "a string (quote numbers and booleans)"),
+            }
+        }
+        out
+    }
+
+    fn resources(&mut self, node: &Node, path: &str) -> DeclaredResources {
+        let field = format!("{path}.resources");
+        let mut out = DeclaredResources::default();
+        let Some(value) = node.get("resources") else {
+            return out;
+        };
+        let Value::Map(entries) = &value.value else {
+            self.wrong(&field, value, "a mapping");
+            return out;
+        };
+        for (key, item) in entries {
+            let name = match &key.value {
+                Value::Str(name) if RESOURCE_KEYS.contains(&name.as_str()) => name.as_str(),
+                _ => {
+                    self.wrong(&field, key, "one of the keys ram_mb, vram_mb, gpu");
+                    continue;
+                }
+            };
+            let item_path = format!("{field}.{name}");
+            match (name, &item.value) {
+                ("gpu", Value::Bool(gpu)) => out.gpu = *gpu,
+                ("gpu", _) => self.wrong(&item_path, item, "a boolean"),
+                (_, Value::Int(amount)) if u64::try_from(*amount).is_ok() => {
+                    let amount = u64::try_from(*amount).ok();
+                    if name == "ram_mb" {
+                        out.ram_mb = amount;
+                    } else {
+                        out.vram_mb = amount;
+                    }
+                }
+                _ => self.wrong(&item_path, item, "a whole number of MiB"),
+            }
+        }
+        out
+    }
+}
+
+/// `3`, `3.11`, `3.11.4`: what conda's `python=` and uv's `--python` both take.
+fn is_python_version(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('.').collect();
+    parts.len() <= 3
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_env_var_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first == b'_' || first.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
+}
