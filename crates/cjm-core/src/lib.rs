@@ -5,7 +5,8 @@
 //! This crate owns the shapes every other crate agrees on: how a failure is
 //! categorised and recorded, how a Python exception reported by a worker becomes a
 //! [`JobError`], how configs and files are hashed, what a plugin's metadata says, and
-//! where cjm keeps its files ([`load_config`]). It never touches processes, channels,
+//! where cjm keeps its files ([`load_config`]), and how a YAML file is typed and located
+//! ([`yaml`], for cjm.yaml and plugins.yaml alike). It never touches processes, channels,
 //! environments or the clock: callers pass the time (and the environment) in.
 //!
 //! ```
@@ -28,6 +29,7 @@ mod errors;
 mod hashing;
 mod metadata;
 mod timestamp;
+pub mod yaml;
 
 pub use crate::{
     config::{

@@ -31,7 +31,6 @@ mod json;
 mod manifest;
 mod plugins;
 mod validate;
-mod yaml;
 
 pub use crate::{
     error::{FileKind, ManifestError, Problem, Problems},

@@ -2,10 +2,9 @@
 
 use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
 
-use crate::{
-    error::{FileKind, ManifestError, Problem, Problems},
-    yaml::{self, Node, Value},
-};
+use cjm_core::yaml::{self, DuplicateKeys, Node, Value};
+
+use crate::error::{FileKind, ManifestError, Problem, Problems};
 
 /// A plugins.yaml file: the reference's format (a top-level `plugins` list of
 /// entries with `name`, `env_name`, `package`, `env_file` or `python_version`,
@@ -155,10 +154,19 @@ impl PluginsFile {
     /// Parses and checks plugins.yaml text; `path` names it in errors.
     pub fn from_yaml_str(text: &str, path: impl AsRef<Path>) -> Result<Self, ManifestError> {
         let path = path.as_ref();
-        let root = yaml::parse(text).map_err(|source| ManifestError::Yaml {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
+        // PyYAML would let the last of two equal keys win; an entry that says
+        // two things is rejected instead.
+        let root = yaml::parse(text, DuplicateKeys::Reject)
+            .map_err(|source| ManifestError::Yaml {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?
+            // `yaml.safe_load` reads an empty file as `None`.
+            .unwrap_or(Node {
+                value: Value::Null,
+                line: 0,
+                column: 0,
+            });
         let mut reader = Reader::default();
         let file = reader.file(&root);
         if reader.problems.is_empty() {
@@ -194,8 +202,8 @@ impl Reader {
     fn wrong(&mut self, path: &str, node: &Node, what: &str) {
         self.problem(
             path,
-            node.line,
-            format!("expected {what}, found {}", node.value),
+            line_of(node),
+            format!("expected {what}, found {}", Found(&node.value)),
         );
     }
 
@@ -206,7 +214,7 @@ impl Reader {
         }
         let plugins = match root.get("plugins") {
             None => {
-                self.problem("plugins", root.line, "required key is missing");
+                self.problem("plugins", line_of(root), "required key is missing");
                 return PluginsFile::default();
             }
             Some(Node {
@@ -227,7 +235,7 @@ impl Reader {
             };
             if !spec.name.is_empty() {
                 if let Some((first, first_line)) = first_seen.get(&spec.name) {
-                    let name_line = node.get("name").and_then(|name| name.line);
+                    let name_line = node.get("name").and_then(line_of);
                     let at = first_line.map_or_else(String::new, |line| format!(", line {line}"));
                     self.problem(
                         &format!("{path}.name"),
@@ -238,7 +246,7 @@ impl Reader {
                         ),
                     );
                 } else {
-                    let line = node.get("name").and_then(|name| name.line);
+                    let line = node.get("name").and_then(line_of);
                     first_seen.insert(spec.name.clone(), (index, line));
                 }
             }
@@ -294,7 +302,7 @@ impl Reader {
             find_links: self.strings(node, "find_links", path),
             env_vars: self.env_vars(node, path),
             resources: self.resources(node, path),
-            line: node.line,
+            line: line_of(node),
         };
         self.environment_source(node, path, &spec);
         Some(spec)
@@ -313,7 +321,7 @@ impl Reader {
                 if !has("python_path") {
                     self.problem(
                         &format!("{path}.python_path"),
-                        node.line,
+                        line_of(node),
                         "required field is missing (backend python runs an existing interpreter)",
                     );
                 }
@@ -322,14 +330,14 @@ impl Reader {
                 if !has("env_file") && !has("python_version") {
                     self.problem(
                         path,
-                        node.line,
+                        line_of(node),
                         "must declare either `env_file` or `python_version` to say how the environment is created",
                     );
                 }
                 if let Some(python_path) = node.get("python_path") {
                     self.problem(
                         &format!("{path}.python_path"),
-                        python_path.line,
+                        line_of(python_path),
                         format!("only used by backend python, not {backend}"),
                     );
                 }
@@ -338,7 +346,7 @@ impl Reader {
                 {
                     self.problem(
                         &format!("{path}.env_file"),
-                        env_file.line,
+                        line_of(env_file),
                         "backend uv cannot read a conda environment file; use backend conda, or python_version",
                     );
                 }
@@ -353,15 +361,17 @@ impl Reader {
             | Some(Node {
                 value: Value::Null, ..
             }) => {
-                self.problem(&field, node.line, "required field is missing");
+                self.problem(&field, line_of(node), "required field is missing");
                 String::new()
             }
-            Some(Node {
-                value: Value::Str(text),
-                line,
-            }) => {
+            Some(
+                found @ Node {
+                    value: Value::Str(text),
+                    ..
+                },
+            ) => {
                 if text.is_empty() {
-                    self.problem(&field, *line, "required field is empty");
+                    self.problem(&field, line_of(found), "required field is empty");
                 }
                 text.clone()
             }
@@ -421,7 +431,7 @@ impl Reader {
             if !is_env_var_name(name) {
                 self.problem(
                     &item_path,
-                    key.line,
+                    line_of(key),
                     "not a variable name (letters, digits and `_`, not starting with a digit)",
                 );
                 continue;
@@ -470,6 +480,64 @@ impl Reader {
             }
         }
         out
+    }
+}
+
+/// The line `node` starts on, when the parser knew it.
+fn line_of(node: &Node) -> Option<usize> {
+    (node.line > 0).then_some(node.line as usize)
+}
+
+/// A value in flow style, cut short when long: what a message shows after
+/// `found`.
+struct Found<'a>(&'a Value);
+
+impl fmt::Display for Found<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        render(&mut text, self.0);
+        if text.chars().count() > 60 {
+            let cut: String = text.chars().take(57).collect();
+            write!(f, "{cut}...")
+        } else {
+            f.write_str(&text)
+        }
+    }
+}
+
+fn render(out: &mut String, value: &Value) {
+    use fmt::Write as _;
+    // Writing to a String cannot fail.
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => _ = write!(out, "{b}"),
+        Value::Int(i) => _ = write!(out, "{i}"),
+        Value::Float(x) => {
+            out.push_str(&cjm_core::python_json(&serde_json::Value::from(*x), None));
+        }
+        Value::Str(s) => _ = write!(out, "{s:?}"),
+        Value::Seq(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push_str(", ");
+                }
+                render(out, &item.value);
+            }
+            out.push(']');
+        }
+        Value::Map(entries) => {
+            out.push('{');
+            for (index, (key, item)) in entries.iter().enumerate() {
+                if index > 0 {
+                    out.push_str(", ");
+                }
+                render(out, &key.value);
+                out.push_str(": ");
+                render(out, &item.value);
+            }
+            out.push('}');
+        }
     }
 }
 

@@ -4,8 +4,6 @@
 //! The environment and the working directory are passed in, so loading reads no
 //! process state but the files it is pointed at.
 
-mod yaml;
-
 use std::{
     collections::BTreeMap,
     fmt, io,
@@ -15,7 +13,7 @@ use std::{
 
 use serde::Serialize;
 
-use self::yaml::{Node, ParseFailure, Value};
+use crate::yaml::{self, DuplicateKeys, Node, Value};
 
 /// The file `load_config` looks for in the working directory when no path is given.
 pub const CONFIG_FILE_NAME: &str = "cjm.yaml";
@@ -512,29 +510,12 @@ fn read_file_layer(path: &Path) -> Result<FileLayer, ConfigError> {
     let folder = path.parent().unwrap_or(Path::new("."));
     let base = fs_err::canonicalize(folder).map_err(read_error)?;
 
-    let root = match yaml::parse(&bytes) {
-        Ok(root) => root,
-        Err(ParseFailure::NotUtf8 { line, column, byte }) => {
-            return Err(ConfigError::NotUtf8 {
-                path: path.to_owned(),
-                line,
-                column,
-                byte,
-            });
-        }
-        Err(ParseFailure::Syntax {
-            line,
-            column,
-            message,
-        }) => {
-            return Err(ConfigError::Syntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            });
-        }
-    };
+    let text = std::str::from_utf8(&bytes).map_err(|err| not_utf8(path, &bytes, &err))?;
+    // PyYAML lets the last of two equal keys win; `Reader::entries` sees both and warns.
+    let root = yaml::parse(text, DuplicateKeys::Keep)
+        .map_err(|err| syntax_error(path, &err))?
+        // An empty or null document sets nothing.
+        .filter(|node| !matches!(node.value, Value::Null));
 
     let mut reader = Reader {
         path,
@@ -570,7 +551,7 @@ impl Reader<'_> {
             line: node.line,
             column: node.column,
             expected: expected.to_owned(),
-            found: node.value.describe(),
+            found: describe(&node.value),
         });
     }
 
@@ -598,7 +579,7 @@ impl Reader<'_> {
         };
         let mut out: Vec<(&Node, &Node)> = Vec::with_capacity(map.len());
         for (key, value) in map {
-            let text = key.value.key_text();
+            let text = key_text(&key.value);
             if let Some(slot) = out.iter_mut().find(|(k, _)| same_key(&k.value, &key.value)) {
                 self.warn(
                     format!("{prefix}{text}"),
@@ -689,14 +670,14 @@ impl Reader<'_> {
             } else {
                 // The reference applies Python's `bool()`, so `"false"` would mean
                 // true there; refusing it is kinder than reproducing that.
-                let key_path = format!("substrate.{}", key.value.key_text());
+                let key_path = format!("substrate.{}", key_text(&key.value));
                 self.problem(&key_path, value, "true or false");
             }
         }
     }
 
     fn unknown(&mut self, prefix: &str, key: &Node) {
-        let text = key.value.key_text();
+        let text = key_text(&key.value);
         self.warn(
             format!("{prefix}{text}"),
             key,
@@ -721,6 +702,70 @@ impl Reader<'_> {
         }
         self.problem(key, node, T::EXPECTED);
         None
+    }
+}
+
+/// The error for a file that is not UTF-8, at its first bad byte.
+fn not_utf8(path: &Path, bytes: &[u8], err: &std::str::Utf8Error) -> ConfigError {
+    let good = &bytes[..err.valid_up_to()];
+    let line = good.split(|&b| b == b'\n').count();
+    let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    // The column counts characters, like the parser's columns do.
+    let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+    ConfigError::NotUtf8 {
+        path: path.to_owned(),
+        line: line as u32,
+        column: column as u32,
+        byte: bytes[err.valid_up_to()],
+    }
+}
+
+/// The error for a file that is not one YAML document.
+fn syntax_error(path: &Path, err: &serde_saphyr::Error) -> ConfigError {
+    let (line, column) = match err.location() {
+        Some(loc) if loc.line() > 0 => (Some(loc.line() as u32), Some(loc.column() as u32)),
+        _ => (None, None),
+    };
+    let message = if let serde_saphyr::Error::MultipleDocuments { .. } = err {
+        // The library's own text recommends one of its APIs to the developer.
+        "found a second YAML document; the file must hold exactly one".to_owned()
+    } else {
+        let text = err.to_string();
+        match (line, column) {
+            (Some(l), Some(c)) => text
+                .strip_suffix(&format!(" at line {l}, column {c}"))
+                .map_or_else(|| text.clone(), str::to_owned),
+            _ => text,
+        }
+    };
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// How a problem report shows a value after "found".
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Str(s) => format!("{s:?}"),
+        Value::Seq(_) => "a list".to_owned(),
+        Value::Map(_) => "a map".to_owned(),
+    }
+}
+
+/// How a value reads as a mapping key in a key path.
+fn key_text(value: &Value) -> String {
+    match value {
+        Value::Str(s) => s.clone(),
+        Value::Seq(_) => "<list>".to_owned(),
+        Value::Map(_) => "<map>".to_owned(),
+        other => describe(other),
     }
 }
 
