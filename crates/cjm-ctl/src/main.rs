@@ -1,7 +1,7 @@
 //! `cjm-ctl`, the operator CLI.
 //!
-//! Exit codes: 0 success, 1 the plugin failed the call, 2 bad usage, 3 the worker
-//! could not be started or died.
+//! Exit codes: 0 success, 1 the plugin failed the call (or, for `validate`, the file
+//! is invalid), 2 bad usage, 3 the worker could not be started or died.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,6 +25,21 @@ struct Cli {
 enum Command {
     /// Start a plugin's worker, call one method, print the result as JSON, stop it.
     Call(CallArgs),
+    /// Check a manifest (JSON) or a plugins.yaml; exit 1 listing every problem.
+    Validate(ValidateArgs),
+}
+
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// The manifest JSON or plugins.yaml to check.
+    path: PathBuf,
+    /// Override format detection (by extension: .json is a manifest, .yaml/.yml a
+    /// plugins.yaml).
+    #[arg(long, short = 'f', value_parser = ["manifest", "plugins_yaml"])]
+    format: Option<String>,
+    /// Print the outcome as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -143,6 +158,83 @@ fn call(a: CallArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// `cjm-ctl validate`: the reference's checks and exit codes (0 valid, 1 not).
+fn validate(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    use cjm_manifest::{Manifest, ManifestError, PluginsFile};
+    let path = &a.path;
+    let format = a
+        .format
+        .clone()
+        .or_else(|| match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Some("manifest".to_owned()),
+            Some("yaml" | "yml") => Some("plugins_yaml".to_owned()),
+            _ => None,
+        });
+    let Some(format) = format else {
+        anyhow::bail!(
+            "cannot tell the format of {} from its extension: pass --format manifest or --format plugins_yaml",
+            path.display()
+        );
+    };
+    let (kind, outcome): (&str, Result<(), ManifestError>) = if format == "manifest" {
+        ("manifest", Manifest::load_validated(path).map(drop))
+    } else {
+        ("plugins.yaml", PluginsFile::load(path).map(drop))
+    };
+    let problems: Vec<String> = match &outcome {
+        Ok(()) => Vec::new(),
+        Err(e) if !e.problems().is_empty() => {
+            e.problems().iter().map(ToString::to_string).collect()
+        }
+        Err(e) => vec![with_causes(e)],
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let doc = serde_json::json!({
+            "path": path,
+            "kind": kind,
+            "valid": problems.is_empty(),
+            "errors": problems,
+        });
+        writeln!(out, "{doc}")?;
+    } else if problems.is_empty() {
+        writeln!(out, "✓ {} ({kind}): valid", path.display())?;
+    } else {
+        let mut err = std::io::stderr().lock();
+        writeln!(
+            err,
+            "✗ {} ({kind}): {} error(s)",
+            path.display(),
+            problems.len()
+        )?;
+        for p in &problems {
+            writeln!(err, "  - {p}")?;
+        }
+        if let Err(e) = &outcome
+            && let Some(h) = e.hint()
+        {
+            writeln!(err, "hint: {h}")?;
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// An error and its chain of causes on one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Prints an error and its hint on stderr.
 fn report(e: &WorkerError, code: u8) -> ExitCode {
     let mut err = std::io::stderr().lock();
@@ -162,6 +254,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Call(a) => call(a),
+        Command::Validate(a) => validate(&a),
     };
     result.unwrap_or_else(|e| {
         let _ = writeln!(std::io::stderr(), "error: {e:#}");

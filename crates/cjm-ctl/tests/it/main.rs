@@ -99,3 +99,40 @@ fn an_argument_that_is_not_json_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not valid JSON"));
 }
+
+fn validate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cjm-ctl"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("validate")
+        .args(args)
+        .output()
+        .expect("run cjm-ctl")
+}
+
+#[test]
+fn validate_accepts_a_manifest_the_reference_wrote() {
+    let out = validate(&["tests/fixtures/manifest.json"]);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn validate_lists_every_problem_of_a_plugins_yaml_with_its_line() {
+    let out = validate(&["tests/fixtures/bad_plugins.yaml"]);
+    insta::assert_snapshot!(transcript(&out));
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn validate_json_is_one_object_on_stdout() {
+    let out = validate(&["--json", "tests/fixtures/bad_plugins.yaml"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(v["valid"], serde_json::json!(false));
+    assert!(v["errors"].as_array().is_some_and(|e| !e.is_empty()));
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn validate_names_a_file_it_cannot_read() {
+    let out = validate(&["tests/fixtures/missing.json"]);
+    insta::assert_snapshot!(transcript(&out));
+}
