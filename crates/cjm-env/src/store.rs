@@ -84,7 +84,7 @@ impl EnvStore {
         match req.backend {
             Backend::Uv => {}
             Backend::Conda => return Err(EnvError::Unsupported { backend: "conda" }),
-            Backend::Python => return Err(EnvError::Unsupported { backend: "python" }),
+            Backend::Python => return self.existing_interpreter(req),
         }
         let key = self.key(req);
         if let Some(env) = self.existing(&key)? {
@@ -111,6 +111,27 @@ impl EnvStore {
         // different inode than a second one waiting on this one.
         drop(lock);
         env
+    }
+
+    /// `backend: python`: an interpreter the operator manages (development). Nothing is
+    /// built or installed; the resolved set is read from it.
+    fn existing_interpreter(&self, req: &EnvRequest) -> Result<Env, EnvError> {
+        let key = self.key(req);
+        let python = PathBuf::from(&req.python);
+        let mut freeze = self.uv_cmd();
+        freeze.args(["pip", "freeze", "--python"]).arg(&python);
+        let lock = self.run("reading the interpreter's packages", &key, freeze)?;
+        let dir = python
+            .parent()
+            .and_then(Path::parent)
+            .map_or_else(|| python.clone(), Path::to_path_buf);
+        Ok(Env {
+            key,
+            dir,
+            python,
+            lock,
+            built: false,
+        })
     }
 
     /// The environment `key`, if it is complete.

@@ -133,3 +133,16 @@ fn the_key_changes_with_everything_that_changes_the_install() {
         "a new worker version gets new environments"
     );
 }
+
+#[test]
+fn an_existing_interpreter_is_used_as_it_is() {
+    let scratch = Scratch::new("existing");
+    let store = store(&scratch.0);
+    let mut req = cjm_env::EnvRequest::uv(python().to_string_lossy(), Vec::<String>::new());
+    req.backend = cjm_env::Backend::Python;
+    let env = store.ensure(&req).unwrap();
+    assert_eq!(env.python, python());
+    assert!(!env.built);
+    assert!(env.lock.contains("pytest=="), "{}", env.lock);
+    assert!(store.list().unwrap().is_empty(), "nothing was built");
+}
