@@ -26,6 +26,7 @@
 //! # Ok::<(), cjm_manifest::ManifestError>(())
 //! ```
 
+mod discover;
 mod error;
 mod json;
 mod manifest;
@@ -33,6 +34,7 @@ mod plugins;
 mod validate;
 
 pub use crate::{
+    discover::{Discovered, Discovery, default_search_paths, discover},
     error::{FileKind, ManifestError, Problem, Problems},
     manifest::{
         CURRENT_FORMAT_VERSION, CodeSection, DriftTracking, FormatVersion, InstallSection,

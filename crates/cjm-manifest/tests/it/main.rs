@@ -7,6 +7,7 @@
     reason = "helpers outside #[test] fns read fixtures; a malformed fixture should fail the test"
 )]
 
+mod discovery;
 mod hashes;
 mod manifest_v1;
 mod manifest_v2;
