@@ -242,18 +242,31 @@ fn config_schema(map: &Map<String, Value>, path: &str, problems: &mut Vec<Proble
     }
 }
 
-fn taxonomy(map: &Map<String, Value>, path: &str, problems: &mut Vec<Problem>) {
-    let block_path = join(path, "taxonomy");
-    let block = match map.get("taxonomy") {
-        None | Some(Value::Null) => return,
-        Some(Value::Object(block)) => block,
+/// The object under `key`, if there is one; a value that is neither an object nor
+/// null is a problem.
+fn optional_block<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    block_path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<&'a Map<String, Value>> {
+    match map.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(block)) => Some(block),
         Some(value) => {
             problems.push(Problem::new(
-                block_path,
+                block_path.to_owned(),
                 expected("an object or null", value),
             ));
-            return;
+            None
         }
+    }
+}
+
+fn taxonomy(map: &Map<String, Value>, path: &str, problems: &mut Vec<Problem>) {
+    let block_path = join(path, "taxonomy");
+    let Some(block) = optional_block(map, "taxonomy", &block_path, problems) else {
+        return;
     };
     for key in ["domain", "role", "interface_fqcn"] {
         required_string(block, key, &block_path, problems);
@@ -277,16 +290,8 @@ fn taxonomy(map: &Map<String, Value>, path: &str, problems: &mut Vec<Problem>) {
 
 fn resources(map: &Map<String, Value>, path: &str, problems: &mut Vec<Problem>) {
     let block_path = join(path, "resources");
-    let block = match map.get("resources") {
-        None | Some(Value::Null) => return,
-        Some(Value::Object(block)) => block,
-        Some(value) => {
-            problems.push(Problem::new(
-                block_path,
-                expected("an object or null", value),
-            ));
-            return;
-        }
+    let Some(block) = optional_block(map, "resources", &block_path, problems) else {
+        return;
     };
     if let Some(value) = block.get("requires_gpu")
         && !value.is_boolean()
