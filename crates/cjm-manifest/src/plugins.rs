@@ -10,7 +10,7 @@ use crate::error::{FileKind, ManifestError, Problem, Problems};
 /// entries with `name`, `env_name`, `package`, `env_file` or `python_version`,
 /// and `interface_libs`), plus cjm's optional keys per entry: `backend`,
 /// `python_path`, `requirements`, `index_url`, `extra_index_urls`,
-/// `find_links`, `env_vars` and `resources`.
+/// `find_links`, `no_index`, `env_vars` and `resources`.
 ///
 /// ```
 /// use cjm_manifest::{Backend, PluginsFile};
@@ -64,8 +64,12 @@ pub struct PluginSpec {
     pub index_url: Option<String>,
     /// More package indexes.
     pub extra_index_urls: Vec<String>,
-    /// Local directories or pages of links to find packages in.
+    /// Local directories or pages of links to find packages in; a relative
+    /// directory is relative to the plugins.yaml's folder.
     pub find_links: Vec<String>,
+    /// Install from `find_links` only, never from a package index (offline
+    /// installs from a wheelhouse).
+    pub no_index: bool,
     /// Environment variables visible to the worker (never secrets).
     pub env_vars: BTreeMap<String, String>,
     /// What the plugin is declared to need, the scheduler's prior.
@@ -300,6 +304,7 @@ impl Reader {
             index_url: self.optional_string(node, "index_url", path),
             extra_index_urls: self.strings(node, "extra_index_urls", path),
             find_links: self.strings(node, "find_links", path),
+            no_index: self.optional_bool(node, "no_index", path),
             env_vars: self.env_vars(node, path),
             resources: self.resources(node, path),
             line: line_of(node),
@@ -389,6 +394,20 @@ impl Reader {
             _ => {
                 self.wrong(&format!("{path}.{key}"), value, "a non-empty string");
                 None
+            }
+        }
+    }
+
+    fn optional_bool(&mut self, node: &Node, key: &str, path: &str) -> bool {
+        match node.get(key) {
+            None => false,
+            Some(Node {
+                value: Value::Bool(flag),
+                ..
+            }) => *flag,
+            Some(value) => {
+                self.wrong(&format!("{path}.{key}"), value, "true or false");
+                false
             }
         }
     }

@@ -84,6 +84,7 @@ plugins:
     index_url: https://download.pytorch.org/whl/cpu
     extra_index_urls: [https://example.invalid/simple]
     find_links: [./wheelhouse]
+    no_index: true
     env_vars:
       OMP_NUM_THREADS: "4"
       HF_HUB_OFFLINE: "1"
@@ -109,6 +110,8 @@ plugins:
     );
     assert_eq!(ocr.extra_index_urls, ["https://example.invalid/simple"]);
     assert_eq!(ocr.find_links, ["./wheelhouse"]);
+    assert!(ocr.no_index);
+    assert!(!file.get("dev").unwrap().no_index);
     assert_eq!(
         ocr.env_vars,
         BTreeMap::from([
@@ -172,6 +175,10 @@ fn broken_files_are_rejected_with_every_problem_its_path_and_line() {
         &[
             "plugins[0].env_file (line 2): backend uv cannot read a conda environment file; use backend conda, or python_version",
         ],
+    );
+    check(
+        "plugins:\n  - {name: a, env_name: a, package: a, python_version: '3.11', no_index: 'yes'}\n",
+        &[r#"plugins[0].no_index (line 2): expected true or false, found "yes""#],
     );
     check(
         "plugins:\n  - {name: a, env_name: a, package: a, backend: python}\n",
