@@ -39,12 +39,127 @@ pub enum EnvError {
         #[source]
         source: std::io::Error,
     },
+    /// A download gave no file.
+    #[error("downloading {url} to {} failed: {reason}{}", dest.display(),
+        instead.as_ref().map_or_else(String::new, |i| format!("; if this machine is offline, {i}")))]
+    Download {
+        /// The address.
+        url: String,
+        /// Where the file was to go.
+        dest: PathBuf,
+        /// Why, as the download tool put it (its last line).
+        reason: String,
+        /// What to do without a network, e.g. where to put the file by hand.
+        instead: Option<String>,
+    },
+    /// The configuration does not let the runtime be set up.
+    #[error("setting up the runtime failed: {problem}: {fix}")]
+    RuntimeSetup {
+        /// What is wrong, e.g. `there is nowhere to put micromamba`.
+        problem: String,
+        /// The fix, e.g. `set runtime.prefix or runtime.binaries.linux-x64 in cjm.yaml`.
+        fix: String,
+    },
     /// The backend is not available in this build.
     #[error("the {backend} backend is not supported yet")]
     Unsupported {
         /// The backend asked for.
         backend: &'static str,
     },
+}
+
+/// What can go wrong installing a plugin. Every message names the plugin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// Its environment could not be built.
+    #[error("plugin {plugin}: {error}")]
+    Env {
+        /// The plugins.yaml entry.
+        plugin: String,
+        /// What went wrong.
+        error: Box<EnvError>,
+    },
+    /// Its code could not be introspected: an import error, missing metadata, an
+    /// interface that does not resolve.
+    #[error("plugin {plugin}: introspection failed: {message}{}", tail(detail))]
+    Introspection {
+        /// The plugins.yaml entry.
+        plugin: String,
+        /// What went wrong.
+        message: String,
+        /// The last lines of the traceback or output.
+        detail: Vec<String>,
+    },
+    /// The metadata it reports does not make a valid manifest.
+    #[error(
+        "plugin {plugin}: its metadata does not make a valid manifest:{}",
+        list(problems)
+    )]
+    InvalidMetadata {
+        /// The plugins.yaml entry.
+        plugin: String,
+        /// Each problem, with its field path.
+        problems: Vec<String>,
+    },
+    /// Its manifest could not be written.
+    #[error("plugin {plugin}: {source}")]
+    Manifest {
+        /// The plugins.yaml entry.
+        plugin: String,
+        /// What went wrong.
+        #[source]
+        source: Box<cjm_manifest::ManifestError>,
+    },
+    /// A file operation failed.
+    #[error("plugin {plugin}: {what} failed")]
+    Io {
+        /// The plugins.yaml entry.
+        plugin: String,
+        /// What was being done, with the path.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl InstallError {
+    /// The plugins.yaml entry it is about.
+    pub fn plugin(&self) -> &str {
+        match self {
+            Self::Env { plugin, .. }
+            | Self::Introspection { plugin, .. }
+            | Self::InvalidMetadata { plugin, .. }
+            | Self::Manifest { plugin, .. }
+            | Self::Io { plugin, .. } => plugin,
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Env { error, .. } => error.hint(),
+            Self::Introspection { .. } => Some(
+                "fix the plugin's package (the traceback above is from inside its environment), then run install-all again".into(),
+            ),
+            Self::InvalidMetadata { .. } => Some(
+                "the plugin's get_plugin_metadata() (or its entry point's distribution) must provide these fields".into(),
+            ),
+            Self::Manifest { .. } | Self::Io { .. } => {
+                Some("check that the data directory is writable".into())
+            }
+        }
+    }
+}
+
+fn list(items: &[String]) -> String {
+    let mut s = String::new();
+    for i in items {
+        s.push_str("\n  - ");
+        s.push_str(i);
+    }
+    s
 }
 
 fn tail(lines: &[String]) -> String {
@@ -60,10 +175,21 @@ impl EnvError {
     /// What to do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Self::Tool { step, .. } if step.contains("uv") => Some(
+                "check the network or pip's index settings, or point CJM_UV at an existing uv".into(),
+            ),
+            Self::Download { .. } => Some("check the address and the network".into()),
+            Self::RuntimeSetup { fix, .. } => Some(fix.clone()),
             Self::Tool { .. } => Some(
                 "check the plugin's requirements and index options; the tool's last lines are above".into(),
             ),
-            Self::ToolMissing { .. } => Some("install uv (`cjm-ctl setup-runtime`) or put it on PATH".into()),
+            Self::ToolMissing { tool, .. } => Some(
+                if tool.file_name().is_some_and(|n| n == "uv") {
+                    "install uv (`cjm-ctl setup-runtime`) or put it on PATH".to_owned()
+                } else {
+                    format!("check that {} exists and can be run", tool.display())
+                },
+            ),
             Self::Io { .. } => Some("check that the data directory is writable".into()),
             Self::Unsupported { .. } => Some("use `backend: uv` in plugins.yaml".into()),
         }

@@ -8,13 +8,26 @@
 //! into place only when complete, so a failed install leaves nothing behind; the
 //! resolved set is kept beside the environment (`requirements.lock`).
 //!
-//! It never touches the host's or the user's Python, and knows nothing about plugins,
-//! manifests or processes beyond running the environment tool.
+//! It never touches the host's or the user's Python.
+//!
+//! On top of the store, an [`Installer`] turns a plugins.yaml entry into a
+//! registered plugin: environment, introspection inside it (the reference's
+//! `<module>.meta.get_plugin_metadata()` convention, or a `cjm.plugins` entry point),
+//! then a v2.0 manifest. A failed install leaves no manifest behind.
 
+mod conda;
 mod error;
+mod install;
 mod key;
+mod runtime;
 mod store;
 
-pub use error::EnvError;
+pub use conda::{CondaRuntime, CondaSource};
+pub use error::{EnvError, InstallError};
+pub use install::{Installed, Installer, Stage, module_and_distribution};
 pub use key::{Backend, EnvKey, EnvRequest};
+pub use runtime::{
+    UV_VERSION, download, find_uv, micromamba_url, runtime_dir, setup_micromamba,
+    setup_micromamba_from, setup_uv,
+};
 pub use store::{Env, EnvStore};

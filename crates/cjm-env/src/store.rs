@@ -134,6 +134,11 @@ impl EnvStore {
         })
     }
 
+    /// The environment `key`, if it is built and complete.
+    pub fn get(&self, key: &EnvKey) -> Result<Option<Env>, EnvError> {
+        self.existing(key)
+    }
+
     /// The environment `key`, if it is complete.
     fn existing(&self, key: &EnvKey) -> Result<Option<Env>, EnvError> {
         let dir = self.dir(key);
