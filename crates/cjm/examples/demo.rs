@@ -1,27 +1,33 @@
-//! `cargo xtask demo`: example plugins in their own worker processes.
+//! `cargo xtask demo`: example plugins installed from a plugins.yaml into their own
+//! environments, then example plugins in their own worker processes.
 //!
-//! Needs `CJM_PYTHON`: an interpreter with the cjm-worker package (and numpy)
-//! installed, which `cargo xtask demo` prepares.
+//! Needs `CJM_PYTHON` (an interpreter with the cjm-worker package and numpy),
+//! `CJM_UV` and `CJM_WORKER_WHEEL`, which `cargo xtask demo` prepares.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cjm::proto::{Array, Buffer, Value};
 use cjm::proxy::{CallOptions, CancelPolicy, Event, Worker, WorkerError, WorkerSpec};
 
-fn spec(plugin: &str, class: &str) -> WorkerSpec {
-    let python = std::env::var_os("CJM_PYTHON").map_or_else(
+/// A path from the environment `cargo xtask demo` prepares.
+fn env_path(name: &str) -> PathBuf {
+    std::env::var_os(name).map_or_else(
         || {
             let mut err = std::io::stderr();
             let _ = writeln!(
                 err,
-                "demo: set CJM_PYTHON, or run `cargo xtask demo`, which does"
+                "demo: set {name}, or run `cargo xtask demo`, which does"
             );
             std::process::exit(2);
         },
         PathBuf::from,
-    );
+    )
+}
+
+fn spec(plugin: &str, class: &str) -> WorkerSpec {
+    let python = env_path("CJM_PYTHON");
     let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins");
     let mut s = WorkerSpec::new(plugin, python, "demo_plugins", class).python_path(plugins);
     s.log_file = Some(std::env::temp_dir().join(format!("cjm-demo/logs/{plugin}.log")));
@@ -37,6 +43,99 @@ fn heading(n: u32, title: &str) {
     out(&format!("\n\x1b[1m{n}. {title}\x1b[0m"));
 }
 
+/// Section 1: `examples/plugins.yaml` installed into a fresh data folder, each plugin
+/// in its own environment, then both called from their manifests.
+fn install_from_plugins_yaml() -> Result<(), Box<dyn std::error::Error>> {
+    use cjm::env::{EnvStore, Installer};
+    use cjm::manifest::PluginsFile;
+
+    heading(
+        1,
+        "Plugins installed from plugins.yaml, each in its own environment",
+    );
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    // The example packages, built into the wheelhouse plugins.yaml points at.
+    let wheelhouse = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/demo-wheelhouse");
+    let built = std::process::Command::new(env_path("CJM_PYTHON"))
+        .arg(examples.join("packages/build_wheels.py"))
+        .arg(&wheelhouse)
+        .output()?;
+    if !built.status.success() {
+        return Err(String::from_utf8_lossy(&built.stderr).into_owned().into());
+    }
+    let data = std::env::temp_dir().join(format!("cjm-demo-{}", std::process::id()));
+    let _ = fs_err::remove_dir_all(&data);
+    let cfg = cjm::core::load_config(
+        &cjm::core::LoadOptions {
+            data_dir: Some(data.clone()),
+            ..Default::default()
+        },
+        &|_| None,
+        &examples,
+    )?;
+    let file = PluginsFile::load(examples.join("plugins.yaml"))?;
+    let store = EnvStore::new(
+        data.join("envs"),
+        env_path("CJM_UV"),
+        env!("CARGO_PKG_VERSION"),
+    );
+    let installer = Installer::new(store, cfg.manifests_dir(), env_path("CJM_WORKER_WHEEL"))
+        .plugin_data_dir(cfg.plugin_data_dir())
+        .base_dir(&examples);
+    let timer = Instant::now();
+    let outcomes = installer.install_all(&file.plugins, false, 2, &|_, _| {});
+    let took = timer.elapsed();
+    for outcome in &outcomes {
+        let done = outcome.as_ref().map_err(ToString::to_string)?;
+        let m = &done.manifest;
+        out(&format!(
+            "   {} {} ({}): environment {}, manifest {}",
+            m.code.name,
+            m.code.version,
+            done.source.as_deref().unwrap_or("meta"),
+            done.env_key,
+            done.manifest_path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        ));
+    }
+    out(&format!(
+        "   installed {} plugins in {took:.1?} (uv, from a local wheelhouse)",
+        outcomes.len()
+    ));
+    let timer = Instant::now();
+    let again = installer.install_all(&file.plugins, false, 2, &|_, _| {});
+    let unchanged = again
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|d| d.unchanged))
+        .count();
+    out(&format!(
+        "   installing again: {unchanged} of {} up to date, nothing to do, {:.1?}",
+        again.len(),
+        timer.elapsed()
+    ));
+    for done in outcomes.iter().flatten() {
+        // The manifest is all the host needs: the plugin is never imported here.
+        let worker = Worker::spawn(cjm::launch::worker_spec(&done.manifest, &cfg))?;
+        worker.call_blocking(
+            "initialize",
+            vec![Value::Map(vec![])],
+            vec![],
+            CallOptions::default(),
+        )?;
+        let reply = worker.execute_blocking(vec![], vec![("text".into(), Value::from("Hello"))])?;
+        out(&format!(
+            "   {} -> {}",
+            done.manifest.code.name,
+            reply.to_json()
+        ));
+        worker.stop_blocking();
+    }
+    let _ = fs_err::remove_dir_all(&data);
+    Ok(())
+}
+
 #[expect(
     clippy::too_many_lines,
     reason = "the demo reads top to bottom, like a script"
@@ -44,7 +143,9 @@ fn heading(n: u32, title: &str) {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     out("cjm demo: every plugin below runs in its own Python worker process.");
 
-    heading(1, "A call");
+    install_from_plugins_yaml()?;
+
+    heading(2, "A call");
     let started = Instant::now();
     let stats = Worker::spawn(spec("text-stats", "TextStats"))?;
     let spawned = started.elapsed();
@@ -73,7 +174,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         timer.elapsed().as_secs_f64() * 1e6 / f64::from(n)
     ));
 
-    heading(2, "A streamed result with progress");
+    heading(3, "A streamed result with progress");
     let tr = Worker::spawn(spec("transcriber", "Transcriber"))?;
     let mut events = tr.events();
     let mut stream = tr.stream(vec![], vec![("segments".into(), Value::Int(8))])?;
@@ -108,7 +209,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     out("");
     out(&format!("   transcript: {}", segments.join(" ")));
 
-    heading(3, "A large array passed zero-copy");
+    heading(4, "A large array passed zero-copy");
     let img = Worker::spawn(spec("image-ops", "ImageOps"))?;
     let (height, width) = (8192usize, 8192usize);
     let len = height * width * 4;
@@ -147,7 +248,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
     }
 
-    heading(4, "A cancellation");
+    heading(5, "A cancellation");
     let flaky = Worker::spawn(spec("flaky", "Flaky"))?;
     let call = flaky.start("execute", vec![Value::from("slow")], vec![])?;
     // Give the call a moment to be running before cancelling it.
@@ -167,7 +268,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out(&format!("   the caller got: {e}"));
     }
 
-    heading(5, "A crash the host survives");
+    heading(6, "A crash the host survives");
     match flaky.execute_blocking(vec![Value::from("segfault")], vec![]) {
         Err(e @ WorkerError::Died { .. }) => {
             out(&format!("   {e}"));

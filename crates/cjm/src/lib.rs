@@ -6,7 +6,10 @@
 //!
 //! - [`core`] — the error taxonomy, `JobError`, hashing and plugin metadata;
 //! - [`proto`] — the wire protocol: values, buffers, shared memory;
-//! - [`proxy`] — one worker: spawn, call, stream, cancel, stop.
+//! - [`proxy`] — one worker: spawn, call, stream, cancel, stop;
+//! - [`manifest`] — plugin manifests, plugins.yaml, discovery;
+//! - [`env`] — plugin environments and the install pipeline;
+//! - [`launch`] — a worker started from a manifest, and its drift check.
 //!
 //! ```no_run
 //! use cjm::proto::Value;
@@ -23,6 +26,10 @@
 //! # }
 //! ```
 
+pub mod launch;
+
 pub use cjm_core as core;
+pub use cjm_env as env;
+pub use cjm_manifest as manifest;
 pub use cjm_proto as proto;
 pub use cjm_proxy as proxy;
