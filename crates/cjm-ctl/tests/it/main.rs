@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn python() -> PathBuf {
-    std::env::var_os("CJM_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
-        PathBuf::from,
-    )
-}
+mod install;
+mod support;
+mod verbs;
+
+use support::{python, text};
 
 fn ctl(args: &[&str]) -> Output {
     let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/plugins");
@@ -23,10 +22,6 @@ fn ctl(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run cjm-ctl")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Exit code, stdout and stderr, as one text for a snapshot.

@@ -1,0 +1,197 @@
+//! What every verb starts from: the layered configuration and the tools it names.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use cjm::core::{CjmConfig, CondaType, LoadOptions};
+use cjm_env::{CondaRuntime, EnvStore, Installer};
+use cjm_manifest::{Discovery, PluginsFile};
+
+/// The options every verb takes (the reference's, before the verb or after it).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct Global {
+    /// The cjm.yaml to read (default: cjm.yaml in the current folder, if any).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) cjm_config: Option<PathBuf>,
+    /// The data folder: manifests, environments, logs, plugin data
+    /// (default: $CJM_DATA_DIR, cjm.yaml's data_dir, ~/.cjm).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The conda/micromamba prefix (default: $CJM_CONDA_PREFIX, cjm.yaml's).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) conda_prefix: Option<PathBuf>,
+    /// The conda implementation: micromamba, miniforge or conda.
+    #[arg(long, global = true, value_name = "TYPE", value_parser = parse_conda_type)]
+    pub(crate) conda_type: Option<CondaType>,
+}
+
+fn parse_conda_type(s: &str) -> Result<CondaType, String> {
+    CondaType::ALL
+        .iter()
+        .copied()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| format!("expected one of micromamba, miniforge, conda; got {s:?}"))
+}
+
+/// The resolved configuration and where things are.
+pub(crate) struct Ctx {
+    pub(crate) cfg: CjmConfig,
+    pub(crate) cwd: PathBuf,
+}
+
+impl Ctx {
+    /// Loads cjm.yaml and the environment, with `global`'s flags on top.
+    pub(crate) fn load(global: &Global) -> anyhow::Result<Self> {
+        let cwd = std::env::current_dir().context("cannot read the current folder")?;
+        let options = LoadOptions {
+            config_path: global.cjm_config.clone(),
+            data_dir: global.data_dir.clone(),
+            conda_prefix: global.conda_prefix.clone(),
+            conda_type: global.conda_type,
+        };
+        let cfg = cjm::core::load_config(&options, &|k| std::env::var(k).ok(), &cwd)
+            .map_err(|e| anyhow::anyhow!("{}", crate::with_causes(&e)))?;
+        for w in &cfg.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(Self { cfg, cwd })
+    }
+
+    /// `<data_dir>/envs`: one folder per environment key.
+    pub(crate) fn envs_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("envs")
+    }
+
+    /// The uv to build environments with.
+    pub(crate) fn uv(&self) -> anyhow::Result<PathBuf> {
+        cjm_env::find_uv(&self.cfg, &env_os).with_context(|| {
+            format!(
+                "uv not found (looked at $CJM_UV, {}, and PATH): run `cjm-ctl setup-runtime` to install it",
+                cjm_env::runtime_dir(&self.cfg).join("bin/uv").display()
+            )
+        })
+    }
+
+    /// The `cjm-worker` wheel of this build, which goes into every environment.
+    #[expect(clippy::unused_self, reason = "one day from the configuration, too")]
+    pub(crate) fn worker_wheel(&self) -> anyhow::Result<PathBuf> {
+        find_worker_wheel().with_context(|| {
+            format!(
+                "no cjm-worker {} wheel found (looked at $CJM_WORKER_WHEEL and next to cjm-ctl): build it with `cargo xtask wheel`, or set CJM_WORKER_WHEEL",
+                env!("CARGO_PKG_VERSION")
+            )
+        })
+    }
+
+    /// The environment store, keyed with this build's worker wheel.
+    pub(crate) fn store(&self) -> anyhow::Result<EnvStore> {
+        let wheel = self.worker_wheel()?;
+        Ok(EnvStore::new(
+            self.envs_dir(),
+            self.uv()?,
+            worker_version(&wheel)?,
+        ))
+    }
+
+    /// The store without the tools, for verbs that only read or delete.
+    pub(crate) fn store_for_reading(&self) -> EnvStore {
+        EnvStore::new(self.envs_dir(), "uv", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// An installer writing to the data dir's manifests, reading relative paths of
+    /// `plugins_yaml`'s entries against its folder.
+    pub(crate) fn installer(&self, plugins_yaml: &Path) -> anyhow::Result<Installer> {
+        let base = plugins_yaml
+            .parent()
+            .map_or_else(|| self.cwd.clone(), |p| self.cwd.join(p));
+        Ok(Installer::new(
+            self.store()?,
+            self.cfg.manifests_dir(),
+            self.worker_wheel()?,
+        )
+        .plugin_data_dir(self.cfg.plugin_data_dir())
+        .models_dir(self.cfg.models_dir.clone())
+        .base_dir(base)
+        .conda(CondaRuntime::from_config(&self.cfg)))
+    }
+
+    /// The plugins.yaml to use: `--plugins`, else the configuration's.
+    pub(crate) fn plugins_path(&self, given: Option<&Path>) -> PathBuf {
+        given.map_or_else(|| self.cfg.plugins_config.clone(), |p| self.cwd.join(p))
+    }
+
+    /// Reads and checks a plugins.yaml.
+    pub(crate) fn plugins_file(
+        &self,
+        given: Option<&Path>,
+    ) -> anyhow::Result<(PathBuf, PluginsFile)> {
+        let path = self.plugins_path(given);
+        if !path.is_file() {
+            bail!(
+                "plugins file not found: {} (pass --plugins PATH, or set plugins_config in cjm.yaml)",
+                path.display()
+            );
+        }
+        let file = PluginsFile::load(&path).map_err(|e| anyhow::anyhow!(crate::with_causes(&e)))?;
+        Ok((path, file))
+    }
+
+    /// The installed plugins: the project's `.cjm/manifests`, then the data dir's.
+    pub(crate) fn discover(&self) -> Discovery {
+        cjm_manifest::discover(&cjm_manifest::default_search_paths(
+            &self.cwd,
+            &self.cfg.manifests_dir(),
+        ))
+    }
+}
+
+fn env_os(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+/// `CJM_WORKER_WHEEL`, else this version's wheel in `share/cjm/wheels` beside the
+/// binary's folder (an install), else in the Cargo target's `wheels` folder (a
+/// build in the workspace: `target/debug/cjm-ctl` → `target/wheels`).
+fn find_worker_wheel() -> Option<PathBuf> {
+    if let Some(w) = std::env::var_os("CJM_WORKER_WHEEL").filter(|w| !w.is_empty()) {
+        return Some(PathBuf::from(w));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    let prefix = format!("cjm_worker-{}-", env!("CARGO_PKG_VERSION"));
+    [
+        bin.join("../share/cjm/wheels"),
+        bin.join("../wheels"),
+        bin.join("../../wheels"),
+    ]
+    .iter()
+    .find_map(|dir| {
+        let mut wheels: Vec<PathBuf> = fs_err::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+                    && p.extension().is_some_and(|x| x == "whl")
+            })
+            .collect();
+        wheels.sort();
+        wheels.pop()
+    })
+}
+
+/// The worker version environments are keyed with: the crate version and a hash of
+/// the wheel, so a rebuilt wheel gets fresh environments.
+fn worker_version(wheel: &Path) -> anyhow::Result<String> {
+    let hash = cjm::core::hash_file(wheel)
+        .with_context(|| format!("cannot read the cjm-worker wheel {}", wheel.display()))?;
+    let hex = hash.strip_prefix("sha256:").unwrap_or(&hash);
+    Ok(format!(
+        "{}+{}",
+        env!("CARGO_PKG_VERSION"),
+        &hex[..12.min(hex.len())]
+    ))
+}
