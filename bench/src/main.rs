@@ -17,6 +17,8 @@ use cjm_proto::{Buffer, Value};
 use cjm_proxy::{CallOptions, Worker, WorkerSpec};
 use serde_json::{Map, Value as Json, json};
 
+mod install;
+
 const LATENCY_WARMUP: usize = 2_000;
 const LATENCY_SAMPLES: usize = 20_000;
 const PIPELINED_CALLS: usize = 20_000;
@@ -255,6 +257,44 @@ fn main() -> Result<()> {
             });
         }
         Ok(None) => say("  skipped: build it with `cargo build --release -p cjm-proxy --bins`")?,
+        Err(e) => say(&format!("  failed: {e:#}"))?,
+    }
+
+    say("install: cjm-ctl install-all (uv, warm cache, empty data dir) vs venv + pip")?;
+    match install::install(&ctx.root, &ctx.python) {
+        Ok(i) => {
+            out.insert("install_venv_pip_s".into(), json!(i.venv_pip));
+            rows.push(Row {
+                key: "install_warm_s",
+                measured: i.warm,
+                unit: "s",
+                floor: None,
+                ratio: None,
+                judged: i.warm,
+                target: 1.0,
+                at_most: true,
+            });
+            rows.push(Row {
+                key: "install_vs_venv_pip_ratio",
+                measured: i.warm,
+                unit: "s",
+                floor: Some(i.venv_pip),
+                ratio: Some(i.warm / i.venv_pip),
+                judged: i.warm / i.venv_pip,
+                target: 0.2,
+                at_most: true,
+            });
+            rows.push(Row {
+                key: "install_noop_s",
+                measured: i.noop,
+                unit: "s",
+                floor: None,
+                ratio: None,
+                judged: i.noop,
+                target: 0.3,
+                at_most: true,
+            });
+        }
         Err(e) => say(&format!("  failed: {e:#}"))?,
     }
 

@@ -48,7 +48,8 @@ pub(crate) fn bench(paths: &Paths, args: &[OsString]) -> Result<()> {
     }
     setup::setup(paths)?;
     let wheel = wheel::build_and_install(paths, Profile::Release)?;
-    // The host-death figure SIGKILLs this small host program.
+    // The host-death figure SIGKILLs this small host program; the install figures run
+    // the operator CLI.
     Cmd::cargo(&paths.root)
         .args([
             "build",
@@ -57,6 +58,10 @@ pub(crate) fn bench(paths: &Paths, args: &[OsString]) -> Result<()> {
             "cjm-proxy",
             "--bin",
             "cjm-proxy-fixture-host",
+            "-p",
+            "cjm-ctl",
+            "--bin",
+            "cjm-ctl",
         ])
         .run()?;
     let started = SystemTime::now();
