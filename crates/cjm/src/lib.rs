@@ -8,7 +8,7 @@
 //! - [`proto`] — the wire protocol: values, buffers, shared memory;
 //! - [`proxy`] — one worker: spawn, call, stream, cancel, stop;
 //! - [`manifest`] — plugin manifests, plugins.yaml, discovery;
-//! - [`env`] — plugin environments and the install pipeline;
+//! - [`env`](mod@env) — plugin environments and the install pipeline;
 //! - [`launch`] — a worker started from a manifest, and its drift check.
 //!
 //! ```no_run

@@ -548,7 +548,9 @@ fn the_installer_builds_a_conda_plugin_the_reference_way() {
             && changes[1].contains(&"demo-plugin-meta".to_owned())
     );
     assert!(
-        changes[1].last().unwrap().ends_with(".whl"),
+        Path::new(changes[1].last().unwrap())
+            .extension()
+            .is_some_and(|x| x == "whl"),
         "the worker wheel goes in: {:?}",
         changes[1]
     );

@@ -202,7 +202,7 @@ fn plugins_install_in_parallel_each_with_its_own_library_version() {
     ];
     let seen = std::sync::Mutex::new(Vec::new());
     let results = setup.installer.install_all(&specs, false, 2, &|i, stage| {
-        seen.lock().unwrap().push((i, stage))
+        seen.lock().unwrap().push((i, stage));
     });
     let installed: Vec<_> = results.into_iter().map(Result::unwrap).collect();
     assert_eq!(installed[0].name, "demo-plugin-meta");
