@@ -18,6 +18,7 @@ use cjm_proxy::{CallOptions, Worker, WorkerSpec};
 use serde_json::{Map, Value as Json, json};
 
 mod install;
+mod manager;
 
 const LATENCY_WARMUP: usize = 2_000;
 const LATENCY_SAMPLES: usize = 20_000;
@@ -292,6 +293,38 @@ fn main() -> Result<()> {
                 ratio: None,
                 judged: i.noop,
                 target: 0.3,
+                at_most: true,
+            });
+        }
+        Err(e) => say(&format!("  failed: {e:#}"))?,
+    }
+
+    say("manager: execute through the manager vs the bare worker; 10 loads at once vs 1")?;
+    match manager::manager(&ctx.root, &ctx.python) {
+        Ok(m) => {
+            out.insert("manager_p50_us".into(), json!(m.manager_p50_us));
+            out.insert("manager_bare_p50_us".into(), json!(m.bare_p50_us));
+            out.insert("load_one_ms".into(), json!(m.load_one_ms));
+            out.insert("load_10_ms".into(), json!(m.load_ten_ms));
+            let overhead = m.manager_p50_us - m.bare_p50_us;
+            rows.push(Row {
+                key: "manager_call_overhead_us",
+                measured: m.manager_p50_us,
+                unit: "us",
+                floor: Some(m.bare_p50_us),
+                ratio: None,
+                judged: overhead,
+                target: 5.0,
+                at_most: true,
+            });
+            rows.push(Row {
+                key: "load_10_instances_ratio",
+                measured: m.load_ten_ms,
+                unit: "ms",
+                floor: Some(m.load_one_ms),
+                ratio: Some(m.load_ten_ms / m.load_one_ms),
+                judged: m.load_ten_ms / m.load_one_ms,
+                target: 3.0,
                 at_most: true,
             });
         }

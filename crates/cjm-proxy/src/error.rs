@@ -5,7 +5,7 @@ use cjm_core::{JobError, PluginError, WorkerExit};
 use cjm_proto::ProtoError;
 
 /// How a worker process ended, as the host saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Death {
     /// Exit status or signal, when the process was reaped.
     pub exit: Option<WorkerExit>,

@@ -26,10 +26,9 @@
 //! # }
 //! ```
 
-pub mod launch;
-
 pub use cjm_core as core;
 pub use cjm_env as env;
+pub use cjm_manager::launch;
 pub use cjm_manifest as manifest;
 pub use cjm_proto as proto;
 pub use cjm_proxy as proxy;

@@ -1,0 +1,111 @@
+//! One loaded instance: its worker (if running), state, configuration, gates.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use cjm_manifest::Manifest;
+use cjm_proxy::{Worker, WorkerSpec};
+use serde_json::{Map, Value};
+
+use crate::state::{CrashHistory, CrashRecord, InstanceState};
+
+/// Locks, recovering from a poisoned lock (a panic elsewhere must not wedge the
+/// manager).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A plugin lifecycle hook deferred until the instance's calls finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hook {
+    OnDisable,
+    OnEnable,
+}
+
+impl Hook {
+    pub(crate) fn method(self) -> &'static str {
+        match self {
+            Self::OnDisable => "on_disable",
+            Self::OnEnable => "on_enable",
+        }
+    }
+}
+
+/// A counting gate for the per-instance concurrency cap.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Gate {
+    pub(crate) fn new(permits: usize) -> Self {
+        Self {
+            free: Mutex::new(permits.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn acquire(&self) {
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+    }
+
+    pub(crate) fn release(&self) {
+        *lock(&self.free) += 1;
+        self.freed.notify_one();
+    }
+}
+
+/// Mutable facts about an instance, under one lock.
+#[derive(Debug)]
+pub(crate) struct Status {
+    pub(crate) state: InstanceState,
+    pub(crate) crashes: CrashHistory,
+    pub(crate) last_crash: Option<CrashRecord>,
+    pub(crate) quarantine: Option<String>,
+    pub(crate) pending_hook: Option<Hook>,
+    pub(crate) last_used: Duration,
+}
+
+/// A loaded instance of a plugin.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub(crate) id: String,
+    pub(crate) plugin: String,
+    pub(crate) manifest: Manifest,
+    pub(crate) spec: WorkerSpec,
+    pub(crate) config: Mutex<Map<String, Value>>,
+    pub(crate) worker: Mutex<Option<Worker>>,
+    /// Serializes starting and stopping the worker.
+    pub(crate) lifecycle: Mutex<()>,
+    pub(crate) status: Mutex<Status>,
+    pub(crate) enabled: AtomicBool,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) gate: Option<Gate>,
+    pub(crate) idle_ttl: Option<Duration>,
+    /// Bumped for each new worker; a supervisor whose number is stale stops.
+    pub(crate) generation: AtomicU64,
+}
+
+impl Instance {
+    pub(crate) fn worker(&self) -> Option<Worker> {
+        lock(&self.worker).clone()
+    }
+
+    pub(crate) fn state(&self) -> InstanceState {
+        let stored = lock(&self.status).state;
+        if stored == InstanceState::Ready && self.in_flight.load(Ordering::Acquire) > 0 {
+            InstanceState::Busy
+        } else {
+            stored
+        }
+    }
+}

@@ -1,0 +1,261 @@
+use std::time::Duration;
+
+use cjm_core::PluginError;
+use cjm_manager::{InstanceState, LoadSpec, ManagerError, ManagerEvent};
+use cjm_proto::Value;
+use serde_json::json;
+
+use crate::support::{Project, eventually, map};
+
+fn pid_of(out: &Value) -> i64 {
+    match out.get("pid") {
+        Some(Value::Int(pid)) => *pid,
+        other => panic!("no pid in {other:?}"),
+    }
+}
+
+#[test]
+fn discovery_answers_by_role_domain_and_canonical() {
+    let p = Project::new("discovery");
+    p.manifest("whisper", "transcription", "TranscriptionPlugin");
+    p.manifest("voxtral", "transcription", "TranscriptionPlugin");
+    p.manifest("graph", "graph", "GraphStorage");
+    let m = p.manager();
+    let names = |v: Vec<cjm_manifest::Discovered>| -> Vec<String> {
+        v.into_iter().map(|d| d.manifest.code.name).collect()
+    };
+    assert_eq!(
+        names(m.get_by_role("TranscriptionPlugin")),
+        ["voxtral", "whisper"]
+    );
+    assert_eq!(names(m.get_by_domain("graph")), ["graph"]);
+    assert_eq!(
+        m.get_canonical("GraphStorage").unwrap().manifest.code.name,
+        "graph"
+    );
+    assert!(
+        m.get_canonical("TranscriptionPlugin").is_none(),
+        "two compete"
+    );
+    assert!(m.get_canonical("Nothing").is_none());
+    assert_eq!(m.compatible().len(), 4);
+    let err = m.load(&LoadSpec::new("missing")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("plugin missing is not installed"),
+        "{err}"
+    );
+    assert!(err.hint().unwrap().contains("install-all"));
+}
+
+#[test]
+fn an_instance_goes_through_its_states_and_is_called() {
+    let p = Project::new("states");
+    let m = p.manager();
+    let mut events = m.subscribe();
+    let id = m.load(&LoadSpec::new("counter")).unwrap();
+    assert_eq!(id, "counter");
+    assert_eq!(m.state(&id), Some(InstanceState::Ready));
+    let states: Vec<(InstanceState, InstanceState)> = crate::support::wait_for(&mut events, |e| {
+        matches!(
+            e,
+            ManagerEvent::State {
+                to: InstanceState::Ready,
+                ..
+            }
+        )
+    })
+    .into_iter()
+    .filter_map(|e| match e {
+        ManagerEvent::State { from, to, .. } => Some((from, to)),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(
+        states,
+        [
+            (InstanceState::Stopped, InstanceState::Starting),
+            (InstanceState::Starting, InstanceState::Ready)
+        ]
+    );
+    let out = m.execute(&id, vec![Value::Int(5)], vec![]).unwrap();
+    assert_eq!(out.get("args"), Some(&Value::List(vec![Value::Int(5)])));
+    m.unload(&id).unwrap();
+    assert_eq!(m.state(&id), None);
+    let err = m.execute(&id, vec![], vec![]).unwrap_err();
+    assert!(matches!(
+        err,
+        ManagerError::Plugin(PluginError::NotLoaded { .. })
+    ));
+}
+
+#[test]
+fn instances_follow_the_reference_id_rules_and_keep_their_own_config() {
+    let p = Project::new("ids");
+    let m = p.manager();
+    let a = m
+        .load(
+            &LoadSpec::new("counter")
+                .instance("fast_1")
+                .config(map(json!({"step": 5}))),
+        )
+        .unwrap();
+    let b = m
+        .load(
+            &LoadSpec::new("counter")
+                .new_instance()
+                .config(map(json!({"step": 2}))),
+        )
+        .unwrap();
+    assert_eq!(a, "fast_1");
+    assert!(
+        b.starts_with("counter-") && b.len() == "counter-".len() + 6,
+        "{b}"
+    );
+    assert!(b["counter-".len()..].bytes().all(|c| c.is_ascii_hexdigit()));
+    let out_a = m.execute(&a, vec![], vec![]).unwrap();
+    let out_b = m.execute(&b, vec![], vec![]).unwrap();
+    assert_eq!(out_a.get("config").unwrap().to_json(), json!({"step": 5}));
+    assert_eq!(out_b.get("config").unwrap().to_json(), json!({"step": 2}));
+    assert_ne!(pid_of(&out_a), pid_of(&out_b), "one worker each");
+
+    // Loading a loaded id again changes nothing.
+    let again = m
+        .load(
+            &LoadSpec::new("counter")
+                .instance("fast_1")
+                .config(map(json!({"step": 9}))),
+        )
+        .unwrap();
+    assert_eq!(again, "fast_1");
+    assert_eq!(
+        pid_of(&m.execute(&a, vec![], vec![]).unwrap()),
+        pid_of(&out_a)
+    );
+
+    // A reload restarts the worker, with a new configuration if given.
+    m.reload(&a, Some(map(json!({"step": 7})))).unwrap();
+    let reloaded = m.execute(&a, vec![], vec![]).unwrap();
+    assert_eq!(
+        reloaded.get("config").unwrap().to_json(),
+        json!({"step": 7})
+    );
+    assert_ne!(pid_of(&reloaded), pid_of(&out_a));
+
+    for bad in ["", "has space", "dots.are.out", &"x".repeat(65)] {
+        let err = m.load(&LoadSpec::new("counter").instance(bad)).unwrap_err();
+        assert!(
+            matches!(err, ManagerError::InvalidInstanceId { .. }),
+            "{bad:?}: {err}"
+        );
+    }
+    assert_eq!(m.instances(Some("counter")).len(), 2);
+}
+
+#[test]
+fn a_lazy_instance_starts_on_first_use_and_an_idle_one_stops() {
+    let p = Project::new("lazy");
+    let m = p.manager();
+    let id = m
+        .load(
+            &LoadSpec::new("counter")
+                .lazy()
+                .idle_ttl(Duration::from_secs(30)),
+        )
+        .unwrap();
+    assert_eq!(m.state(&id), Some(InstanceState::Stopped));
+    assert!(m.info(&id).unwrap().pid.is_none());
+    let first = pid_of(&m.execute(&id, vec![], vec![]).unwrap());
+    assert_eq!(m.state(&id), Some(InstanceState::Ready));
+
+    p.clock.advance(Duration::from_secs(10));
+    assert!(m.reap_idle().is_empty(), "not idle long enough");
+    p.clock.advance(Duration::from_secs(25));
+    assert_eq!(m.reap_idle(), std::slice::from_ref(&id));
+    assert_eq!(m.state(&id), Some(InstanceState::Stopped));
+
+    let second = pid_of(&m.execute(&id, vec![], vec![]).unwrap());
+    assert_ne!(first, second, "restarted on demand");
+    m.prefetch(&id).unwrap();
+    assert_eq!(p.hooks(), ["prefetch"]);
+}
+
+#[test]
+fn a_disabled_instance_refuses_work_and_its_hooks_wait_for_the_running_call() {
+    let p = Project::new("disable");
+    let m = p.manager();
+    let id = m.load(&LoadSpec::new("counter")).unwrap();
+    let blocked = {
+        let (m, id) = (m.clone(), id.clone());
+        std::thread::spawn(move || {
+            m.execute(&id, vec![], vec![("action".into(), Value::from("block"))])
+        })
+    };
+    eventually("the call to be in flight", || {
+        m.info(&id).is_some_and(|i| i.in_flight == 1)
+    });
+    assert_eq!(m.state(&id), Some(InstanceState::Busy));
+    m.disable(&id).unwrap();
+    assert_eq!(m.state(&id), Some(InstanceState::Disabled));
+    let err = m.execute(&id, vec![], vec![]).unwrap_err();
+    assert!(
+        matches!(err, ManagerError::Plugin(PluginError::Disabled { .. })),
+        "{err}"
+    );
+    assert!(
+        p.hooks().is_empty(),
+        "on_disable waits for the running call"
+    );
+    fs_err::write(p.marker("release"), "").unwrap();
+    blocked.join().unwrap().unwrap();
+    assert_eq!(p.hooks(), ["on_disable"]);
+
+    m.enable(&id).unwrap();
+    assert_eq!(p.hooks(), ["on_disable", "on_enable"]);
+    assert_eq!(m.state(&id), Some(InstanceState::Ready));
+    m.execute(&id, vec![], vec![]).unwrap();
+}
+
+#[test]
+fn a_concurrency_cap_holds_calls_back() {
+    let p = Project::new("cap");
+    let m = p.manager();
+    let id = m.load(&LoadSpec::new("counter").max_concurrent(1)).unwrap();
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let (m, id) = (m.clone(), id.clone());
+            std::thread::spawn(move || {
+                m.execute(&id, vec![], vec![("action".into(), Value::from("block"))])
+            })
+        })
+        .collect();
+    eventually("one call in flight", || {
+        m.info(&id).is_some_and(|i| i.in_flight == 1)
+    });
+    // The second waits at the cap, not in the worker.
+    assert_eq!(m.info(&id).unwrap().in_flight, 1);
+    fs_err::write(p.marker("release"), "").unwrap();
+    for c in calls {
+        c.join().unwrap().unwrap();
+    }
+    assert_eq!(m.info(&id).unwrap().in_flight, 0);
+}
+
+#[test]
+fn many_instances_load_at_once() {
+    let p = Project::new("many");
+    let m = p.manager();
+    let specs: Vec<LoadSpec> = (0..4)
+        .map(|i| LoadSpec::new("counter").instance(format!("c{i}")))
+        .collect();
+    let ids: Vec<String> = m
+        .load_many(&specs)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ids, ["c0", "c1", "c2", "c3"]);
+    assert!(
+        ids.iter()
+            .all(|id| m.state(id) == Some(InstanceState::Ready))
+    );
+}

@@ -1,0 +1,11 @@
+//! The manager on real workers: manifests in a scratch search path pointing at the
+//! test venv's interpreter and `tests/fixtures/manager_plugins.py`.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test that cannot go on fails with the error it got"
+)]
+
+mod lifecycle;
+mod supervision;
+mod support;

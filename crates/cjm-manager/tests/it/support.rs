@@ -1,0 +1,162 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cjm_core::{CjmConfig, PluginTaxonomy};
+use cjm_manager::{Clock, Manager, ManagerEvent, ManagerOptions, ManualClock, RestartPolicy};
+use cjm_manifest::Manifest;
+use serde_json::{Map, Value, json};
+
+/// The interpreter with cjm-worker installed (`CJM_PYTHON`).
+pub(crate) fn python() -> PathBuf {
+    std::env::var_os("CJM_PYTHON").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
+        PathBuf::from,
+    )
+}
+
+/// A scratch data dir with manifests for the fixture plugins, removed on drop.
+pub(crate) struct Project {
+    pub(crate) dir: PathBuf,
+    pub(crate) clock: Arc<ManualClock>,
+}
+
+impl Project {
+    pub(crate) fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cjm-manager-{name}-{}", std::process::id()));
+        let _ = fs_err::remove_dir_all(&dir);
+        fs_err::create_dir_all(dir.join("data/manifests")).unwrap();
+        fs_err::create_dir_all(dir.join("data/data")).unwrap();
+        let p = Self {
+            dir,
+            clock: Arc::new(ManualClock::default()),
+        };
+        p.manifest("counter", "demo", "CounterPlugin");
+        p
+    }
+
+    /// Writes a manifest for the `Counter` fixture under plugin name `name`.
+    pub(crate) fn manifest(&self, name: &str, domain: &str, role: &str) {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut m = Manifest::default();
+        m.install.python_path = python().display().to_string();
+        m.install
+            .env_vars
+            .insert("PYTHONPATH".into(), json!(fixtures.display().to_string()));
+        m.code.name = name.into();
+        m.code.version = "1.0.0".into();
+        m.code.description = "a test plugin".into();
+        m.code.module = "manager_plugins".into();
+        m.code.class_name = "Counter".into();
+        m.code.interface = format!("cjm_{domain}_plugin_system.{role}");
+        m.code.taxonomy = Some(PluginTaxonomy {
+            domain: domain.into(),
+            role: role.into(),
+            interface_fqcn: m.code.interface.clone(),
+        });
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "step": {"type": "integer", "default": 1, "minimum": 1},
+                "label": {"type": "string", "default": "x"},
+            },
+        });
+        m.code.config_schema = schema.as_object().cloned();
+        m.refresh_config_schema_hash();
+        m.write(self.dir.join(format!("data/manifests/{name}.json")))
+            .unwrap();
+    }
+
+    pub(crate) fn config(&self) -> CjmConfig {
+        let options = cjm_core::LoadOptions {
+            data_dir: Some(self.dir.join("data")),
+            ..Default::default()
+        };
+        cjm_core::load_config(&options, &|_| None, &self.dir).unwrap()
+    }
+
+    /// A manager on the manual clock, with a fast restart policy.
+    pub(crate) fn manager(&self) -> Manager {
+        self.manager_with(RestartPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_crashes: 3,
+            window: Duration::from_mins(1),
+        })
+    }
+
+    pub(crate) fn manager_with(&self, restart: RestartPolicy) -> Manager {
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        Manager::new(
+            self.config(),
+            ManagerOptions {
+                search_paths: Some(vec![self.dir.join("data/manifests")]),
+                restart,
+                clock,
+                reap_interval: None,
+            },
+        )
+    }
+
+    /// A marker file in the plugins' data folder.
+    pub(crate) fn marker(&self, name: &str) -> PathBuf {
+        self.dir.join("data/data").join(name)
+    }
+
+    pub(crate) fn hooks(&self) -> Vec<String> {
+        fs_err::read_to_string(self.marker("hooks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) fn map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+/// Waits (at most 20 s) for an event `pick` accepts; the events before it are
+/// returned too, in order.
+pub(crate) fn wait_for(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<ManagerEvent>,
+    pick: impl Fn(&ManagerEvent) -> bool,
+) -> Vec<ManagerEvent> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut seen = Vec::new();
+    rt.block_on(async {
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no matching event within 20 s; saw {seen:#?}"))
+                .expect("the event stream ended");
+            let done = pick(&e);
+            seen.push(e);
+            if done {
+                return;
+            }
+        }
+    });
+    seen
+}
+
+/// Polls `cond` until it holds (at most 20 s): for counters that have no event.
+pub(crate) fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
