@@ -32,6 +32,46 @@ pub enum ManagerError {
     /// The worker could not be started, or failed a call.
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    /// A configuration that does not fit the plugin's schema: every problem.
+    #[error("{}{error}", if *persisted { "the persisted configuration no longer fits: " } else { "" })]
+    Config {
+        /// The problems.
+        error: cjm_schema::ConfigError,
+        /// Whether it was the configuration persisted from an earlier session.
+        persisted: bool,
+    },
+    /// The plugin's own config schema is not a usable JSON Schema.
+    #[error(transparent)]
+    Schema(#[from] cjm_schema::SchemaError),
+    /// A secret the plugin declares required is not in the secret store.
+    #[error(
+        "plugin {plugin} needs the secret {key}{}, which is not set",
+        describe(description)
+    )]
+    MissingSecret {
+        /// The plugin.
+        plugin: String,
+        /// The secret's name (the variable its worker reads).
+        key: String,
+        /// What the plugin says it is for.
+        description: String,
+    },
+    /// A variable the plugin declares required has no value and no default.
+    #[error(
+        "plugin {plugin} needs the variable {key}{}, which has no value",
+        describe(description)
+    )]
+    MissingVariable {
+        /// The plugin.
+        plugin: String,
+        /// The variable.
+        key: String,
+        /// What the plugin says it is for.
+        description: String,
+    },
+    /// A store (configuration, secrets) could not be read or written.
+    #[error(transparent)]
+    Store(#[from] cjm_stores::StoreError),
     /// The instance crashed too often and is quarantined.
     #[error(
         "instance {instance_id} of plugin {plugin} is crash-looping and will not be restarted: {reason}"
@@ -46,6 +86,14 @@ pub enum ManagerError {
     },
 }
 
+fn describe(description: &str) -> String {
+    if description.is_empty() {
+        String::new()
+    } else {
+        format!(" ({description})")
+    }
+}
+
 impl ManagerError {
     /// What to do about it.
     pub fn hint(&self) -> Option<String> {
@@ -56,6 +104,23 @@ impl ManagerError {
             Self::InvalidInstanceId { .. } => None,
             Self::Plugin(e) => e.hint(),
             Self::Worker(e) => e.hint(),
+            Self::Config { error, persisted } => Some(if *persisted {
+                format!(
+                    "{}; or replace the stored one with `cjm-ctl config set {} ...`",
+                    error.hint(),
+                    error.plugin
+                )
+            } else {
+                error.hint()
+            }),
+            Self::Schema(e) => Some(e.hint()),
+            Self::MissingSecret { plugin, key, .. } => Some(format!(
+                "set it with `cjm-ctl set-secret {plugin} {key}` (it is stored in the secret store, never in a config file)"
+            )),
+            Self::MissingVariable { plugin, key, .. } => Some(format!(
+                "give {key} a value in the `env_vars` of {plugin}'s plugins.yaml entry and run `cjm-ctl install-all --force -p {plugin}`"
+            )),
+            Self::Store(_) => Some("check that the data directory is readable and writable".into()),
             Self::CrashLooping { instance_id, .. } => Some(format!(
                 "read the plugin's log (`get_plugin_logs`), fix the cause, then reset the instance (`Manager::reset(\"{instance_id}\")`)"
             )),

@@ -25,6 +25,7 @@ mod error;
 mod instance;
 pub mod launch;
 mod manager;
+mod persist;
 mod state;
 
 pub use crate::{
@@ -34,3 +35,5 @@ pub use crate::{
     manager::{InstanceInfo, LoadSpec, Manager, ManagerOptions},
     state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy},
 };
+pub use cjm_schema::{ConfigError, ConfigProblem};
+pub use cjm_stores::SecretValue;

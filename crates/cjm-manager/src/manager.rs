@@ -16,7 +16,10 @@ use serde_json::Map;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ManagerError;
 use crate::instance::{Gate, Hook, Instance, Status, lock};
+use crate::persist::Stores;
 use crate::state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy, Verdict};
+use cjm_schema::{ConfigSchema, Strictness};
+use cjm_stores::{ConfigRecord, SecretValue};
 
 /// How a manager is set up.
 #[derive(Clone)]
@@ -31,6 +34,9 @@ pub struct ManagerOptions {
     /// How often idle instances are looked for; `None`: only when
     /// [`Manager::reap_idle`] is called.
     pub reap_interval: Option<Duration>,
+    /// Read and write the config store and read the secret store (the
+    /// reference's files in the data dir). Off: nothing is persisted, no secrets.
+    pub persist: bool,
 }
 
 impl Default for ManagerOptions {
@@ -40,6 +46,7 @@ impl Default for ManagerOptions {
             restart: RestartPolicy::default(),
             clock: Arc::new(SystemClock::default()),
             reap_interval: Some(Duration::from_secs(1)),
+            persist: true,
         }
     }
 }
@@ -162,6 +169,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     policy: RestartPolicy,
     closed: AtomicBool,
+    stores: Stores,
+    schemas: Mutex<BTreeMap<String, Arc<ConfigSchema>>>,
 }
 
 impl Drop for Inner {
@@ -207,6 +216,7 @@ impl Manager {
             let cwd = std::env::current_dir().unwrap_or_default();
             cjm_manifest::default_search_paths(&cwd, &cfg.manifests_dir())
         });
+        let cfg_data_dir = cfg.data_dir.clone();
         let discovery = cjm_manifest::discover(&search_paths);
         for e in &discovery.errors {
             tracing::warn!("skipping a manifest: {e}");
@@ -220,6 +230,8 @@ impl Manager {
             clock: options.clock,
             policy: options.restart,
             closed: AtomicBool::new(false),
+            stores: Stores::new(&cfg_data_dir, options.persist),
+            schemas: Mutex::new(BTreeMap::new()),
         });
         if let Some(every) = options.reap_interval {
             let weak = Arc::downgrade(&inner);
@@ -324,7 +336,7 @@ impl Manager {
         if let Some(existing) = self.get(&id) {
             return Ok(existing.id.clone());
         }
-        let config = spec.config.clone().unwrap_or_default();
+        let (config, enabled) = self.effective_config(spec, &id, &manifest)?;
         let mut worker_spec = crate::launch::worker_spec(&manifest, &self.inner.cfg);
         if id != spec.plugin {
             worker_spec.instance_id = Some(id.clone());
@@ -345,7 +357,7 @@ impl Manager {
                 pending_hook: None,
                 last_used: self.inner.clock.now(),
             }),
-            enabled: AtomicBool::new(true),
+            enabled: AtomicBool::new(enabled),
             in_flight: AtomicUsize::new(0),
             gate: spec.max_concurrent.map(Gate::new),
             idle_ttl: spec.idle_ttl,
@@ -369,6 +381,197 @@ impl Manager {
             return Err(e);
         }
         Ok(id)
+    }
+
+    /// The configuration an instance starts with, validated against the plugin's
+    /// schema with its defaults filled in: the one given, else (for a plugin's
+    /// default instance) the persisted one, else the defaults. The default
+    /// instance also takes its persisted enabled flag.
+    fn effective_config(
+        &self,
+        spec: &LoadSpec,
+        id: &str,
+        manifest: &Manifest,
+    ) -> Result<(Map<String, serde_json::Value>, bool), ManagerError> {
+        let schema = self.schema(&spec.plugin, manifest)?;
+        let record = if id == spec.plugin {
+            self.inner.stores.config(&spec.plugin)?
+        } else {
+            None
+        };
+        let enabled = record.as_ref().is_none_or(|r| r.enabled);
+        let (input, persisted) = match (&spec.config, record) {
+            (Some(given), _) => (given.clone(), false),
+            (None, Some(r)) => (r.config, true),
+            (None, None) => (Map::new(), false),
+        };
+        let mode = if spec.lenient {
+            Strictness::Lenient
+        } else {
+            Strictness::Strict
+        };
+        let validated = schema
+            .validate(&input, mode)
+            .map_err(|error| ManagerError::Config { error, persisted })?;
+        for w in &validated.warnings {
+            tracing::warn!("plugin {}: {w}", spec.plugin);
+        }
+        Ok((validated.config, enabled))
+    }
+
+    /// Plugin `plugin`'s compiled config schema (compiled once).
+    fn schema(&self, plugin: &str, manifest: &Manifest) -> Result<Arc<ConfigSchema>, ManagerError> {
+        if let Some(s) = lock(&self.inner.schemas).get(plugin) {
+            return Ok(Arc::clone(s));
+        }
+        let compiled = Arc::new(ConfigSchema::compile(
+            plugin,
+            manifest.code.config_schema.as_ref(),
+        )?);
+        lock(&self.inner.schemas).insert(plugin.to_owned(), Arc::clone(&compiled));
+        Ok(compiled)
+    }
+
+    /// Checks `config` against plugin `plugin`'s schema, as `load` would, without
+    /// loading anything: the validated configuration with defaults filled in.
+    pub fn validate_config(
+        &self,
+        plugin: &str,
+        config: &Map<String, serde_json::Value>,
+        lenient: bool,
+    ) -> Result<Map<String, serde_json::Value>, ManagerError> {
+        let manifest = self.installed(plugin)?;
+        let mode = if lenient {
+            Strictness::Lenient
+        } else {
+            Strictness::Strict
+        };
+        self.schema(plugin, &manifest)?
+            .validate(config, mode)
+            .map(|v| v.config)
+            .map_err(|error| ManagerError::Config {
+                error,
+                persisted: false,
+            })
+    }
+
+    /// The variables plugin `plugin`'s `WORKER_ENV` contract resolves to now:
+    /// secrets from the secret store (one per plugin, shared by its instances),
+    /// visible variables from the manifest's `install.env_vars`, else their
+    /// defaults. A required one without a value is an error naming it.
+    fn worker_env(&self, inst: &Instance) -> Result<Vec<(String, String)>, ManagerError> {
+        let mut env = Vec::new();
+        for entry in inst.manifest.code.worker_env.iter().flatten() {
+            let Some(name) = entry.get("name").and_then(serde_json::Value::as_str) else {
+                continue;
+            };
+            let flag = |k: &str| {
+                entry
+                    .get(k)
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false)
+            };
+            let description = entry
+                .get("description")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if flag("secret") {
+                match self.inner.stores.secret(&inst.plugin, name)? {
+                    Some(value) => env.push((name.to_owned(), value.expose().to_owned())),
+                    None if flag("required") => {
+                        return Err(ManagerError::MissingSecret {
+                            plugin: inst.plugin.clone(),
+                            key: name.to_owned(),
+                            description,
+                        });
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            if inst.spec.env.iter().any(|(k, _)| k == name) {
+                continue;
+            }
+            match entry.get("default") {
+                Some(serde_json::Value::String(v)) => env.push((name.to_owned(), v.clone())),
+                Some(v) if !v.is_null() => env.push((name.to_owned(), v.to_string())),
+                _ if flag("required") => {
+                    return Err(ManagerError::MissingVariable {
+                        plugin: inst.plugin.clone(),
+                        key: name.to_owned(),
+                        description,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(env)
+    }
+
+    /// Stores a secret of plugin `plugin` (the variable `key` its worker reads) and
+    /// restarts the plugin's running workers so they get it. The value never
+    /// reaches a log, an event, a manifest or the config store.
+    pub fn set_plugin_secret(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &SecretValue,
+    ) -> Result<(), ManagerError> {
+        self.inner.stores.set_secret(plugin, key, value)?;
+        for info in self.instances(Some(plugin)) {
+            if info.pid.is_some() {
+                self.reload(&info.id, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The names (never the values) of plugin `plugin`'s stored secrets.
+    pub fn secret_keys(&self, plugin: &str) -> Result<Vec<String>, ManagerError> {
+        Ok(self.inner.stores.secret_keys(plugin)?)
+    }
+
+    /// Replaces instance `id`'s configuration: validated first; then the plugin's
+    /// `reconfigure(old, new)` (which fires the release hooks of what changed) in
+    /// its running worker; then, for a plugin's default instance, persisted.
+    pub fn update_config(
+        &self,
+        id: &str,
+        config: &Map<String, serde_json::Value>,
+        lenient: bool,
+    ) -> Result<Map<String, serde_json::Value>, ManagerError> {
+        let inst = self.instance(id)?;
+        let new = self.validate_config(&inst.plugin, config, lenient)?;
+        let old = lock(&inst.config).clone();
+        if let Some(worker) = inst.worker() {
+            let _running = Running::enter(self, &inst);
+            worker.call_blocking(
+                "reconfigure",
+                vec![
+                    Value::from(serde_json::Value::Object(old)),
+                    Value::from(serde_json::Value::Object(new.clone())),
+                ],
+                vec![],
+                CallOptions::default(),
+            )?;
+        }
+        lock(&inst.config).clone_from(&new);
+        self.persist(&inst)?;
+        Ok(new)
+    }
+
+    /// Writes a default instance's configuration and enabled flag to the store.
+    fn persist(&self, inst: &Instance) -> Result<(), ManagerError> {
+        if inst.id != inst.plugin {
+            return Ok(());
+        }
+        let record = ConfigRecord {
+            config: lock(&inst.config).clone(),
+            enabled: inst.enabled.load(Ordering::Acquire),
+            updated_at: 0.0,
+        };
+        Ok(self.inner.stores.set_config(&inst.plugin, &record)?)
     }
 
     /// Loads several instances at once (their workers start in parallel, so the
@@ -553,8 +756,10 @@ impl Manager {
         if let Some(reason) = lock(&inst.status).quarantine.clone() {
             return Err(self.crash_looping(inst, reason));
         }
+        let mut spec = inst.spec.clone();
+        spec.env.extend(self.worker_env(inst)?);
         self.set_state(inst, InstanceState::Starting);
-        let started = Worker::spawn(inst.spec.clone()).and_then(|w| {
+        let started = Worker::spawn(spec).and_then(|w| {
             let config = serde_json::Value::Object(lock(&inst.config).clone());
             match w.call_blocking(
                 "initialize",
@@ -807,7 +1012,7 @@ impl Manager {
         }
         self.set_state(&inst, InstanceState::Disabled);
         self.defer_hook(&inst, Hook::OnDisable);
-        Ok(())
+        self.persist(&inst)
     }
 
     /// Enables instance `id` again; the plugin's `on_enable()` runs once no call
@@ -824,7 +1029,7 @@ impl Manager {
         };
         self.set_state(&inst, state);
         self.defer_hook(&inst, Hook::OnEnable);
-        Ok(())
+        self.persist(&inst)
     }
 
     /// Queues `hook`; an opposite hook still waiting cancels out with it.

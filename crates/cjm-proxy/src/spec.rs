@@ -21,7 +21,10 @@ pub const ENV_ALLOW_LIST: &[&str] = &[
 ];
 
 /// How to start one worker.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output names the variables in `env` but never shows their values:
+/// they may be secrets.
+#[derive(Clone)]
 pub struct WorkerSpec {
     /// The plugin's name, used in errors, logs and the log file's name.
     pub plugin: String,
@@ -100,5 +103,27 @@ impl WorkerSpec {
     pub fn log_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.log_file = Some(path.into());
         self
+    }
+}
+
+impl std::fmt::Debug for WorkerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("WorkerSpec")
+            .field("plugin", &self.plugin)
+            .field("instance_id", &self.instance_id)
+            .field("python", &self.python)
+            .field("module", &self.module)
+            .field("class", &self.class)
+            .field("env (names only)", &env)
+            .field("python_path", &self.python_path)
+            .field("data_dir", &self.data_dir)
+            .field("models_dir", &self.models_dir)
+            .field("log_file", &self.log_file)
+            .field("cwd", &self.cwd)
+            .field("start_timeout", &self.start_timeout)
+            .field("cleanup_timeout", &self.cleanup_timeout)
+            .field("stop_grace", &self.stop_grace)
+            .finish()
     }
 }

@@ -529,6 +529,14 @@ impl Runtime {
                 reset_call_state(plugin)?;
                 return self.stream(py, id, plugin, &args, &kwargs);
             }
+            "reconfigure" if !plugin.hasattr("reconfigure")? => {
+                // A plugin without `reconfigure` (duck-typed) is configured anew, as
+                // the reference's manager does when reconfigure is not handled.
+                let new_config = args
+                    .get_item(1)
+                    .map_or_else(|_| py.None().into_bound(py), |c| c);
+                plugin.call_method1(pyo3::intern!(py, "initialize"), (new_config,))?
+            }
             "initialize" | "reconfigure" | "cleanup" | "prefetch" | "on_disable" | "on_enable" => {
                 if plugin.hasattr(method.as_str())? {
                     plugin.call_method(method.as_str(), args.clone(), Some(&kwargs))?

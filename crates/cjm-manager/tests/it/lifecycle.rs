@@ -115,8 +115,14 @@ fn instances_follow_the_reference_id_rules_and_keep_their_own_config() {
     assert!(b["counter-".len()..].bytes().all(|c| c.is_ascii_hexdigit()));
     let out_a = m.execute(&a, vec![], vec![]).unwrap();
     let out_b = m.execute(&b, vec![], vec![]).unwrap();
-    assert_eq!(out_a.get("config").unwrap().to_json(), json!({"step": 5}));
-    assert_eq!(out_b.get("config").unwrap().to_json(), json!({"step": 2}));
+    assert_eq!(
+        out_a.get("config").unwrap().to_json(),
+        json!({"step": 5, "label": "x"})
+    );
+    assert_eq!(
+        out_b.get("config").unwrap().to_json(),
+        json!({"step": 2, "label": "x"})
+    );
     assert_ne!(pid_of(&out_a), pid_of(&out_b), "one worker each");
 
     // Loading a loaded id again changes nothing.

@@ -6,6 +6,8 @@
     reason = "a test that cannot go on fails with the error it got"
 )]
 
+mod config;
 mod lifecycle;
+mod secrets;
 mod supervision;
 mod support;

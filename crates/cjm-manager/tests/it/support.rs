@@ -37,6 +37,17 @@ impl Project {
 
     /// Writes a manifest for the `Counter` fixture under plugin name `name`.
     pub(crate) fn manifest(&self, name: &str, domain: &str, role: &str) {
+        self.manifest_with(name, domain, role, None);
+    }
+
+    /// The same, with a `WORKER_ENV` contract.
+    pub(crate) fn manifest_with(
+        &self,
+        name: &str,
+        domain: &str,
+        role: &str,
+        worker_env: Option<Value>,
+    ) {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let mut m = Manifest::default();
         m.install.python_path = python().display().to_string();
@@ -62,6 +73,7 @@ impl Project {
             },
         });
         m.code.config_schema = schema.as_object().cloned();
+        m.code.worker_env = worker_env.and_then(|v| v.as_array().cloned());
         m.refresh_config_schema_hash();
         m.write(self.dir.join(format!("data/manifests/{name}.json")))
             .unwrap();
@@ -94,6 +106,7 @@ impl Project {
                 restart,
                 clock,
                 reap_interval: None,
+                persist: true,
             },
         )
     }

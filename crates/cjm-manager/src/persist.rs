@@ -1,0 +1,108 @@
+//! The stores the manager uses (config, secrets), behind blocking calls.
+//!
+//! The stores are async (sqlx); the manager's API is blocking and may be called
+//! from inside an async runtime. Store calls run on a private one-thread runtime,
+//! from a scoped thread when the caller is itself on a runtime (where blocking on
+//! another one is not allowed). They happen on load, enable/disable and
+//! configuration changes, never on the call path.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use cjm_stores::{ConfigRecord, ConfigStore, SecretStore, SecretValue, StoreError};
+
+pub(crate) struct Stores {
+    runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
+    config: Option<ConfigStore>,
+    secrets: Option<SecretStore>,
+}
+
+impl Stores {
+    /// The stores in `data_dir` (the reference's files); with `persist` off, none:
+    /// nothing is read or written and there are no secrets.
+    pub(crate) fn new(data_dir: &Path, persist: bool) -> Self {
+        Self {
+            runtime: OnceLock::new(),
+            config: persist
+                .then(|| ConfigStore::new(data_dir.join(cjm_stores::CONFIG_DB_FILE_NAME))),
+            secrets: persist.then(|| SecretStore::new(data_dir.join(cjm_stores::SECRETS_DIR_NAME))),
+        }
+    }
+
+    fn block<F>(&self, fut: F) -> Result<F::Output, StoreError>
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        let rt = self
+            .runtime
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("cjm-stores")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| StoreError::Io {
+                path: std::path::PathBuf::new(),
+                action: "starting the stores' runtime",
+                source: std::io::Error::other(e.clone()),
+            })?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            Ok(std::thread::scope(|s| {
+                s.spawn(|| rt.block_on(fut))
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }))
+        } else {
+            Ok(rt.block_on(fut))
+        }
+    }
+
+    pub(crate) fn config(&self, plugin: &str) -> Result<Option<ConfigRecord>, StoreError> {
+        match &self.config {
+            Some(store) => self.block(store.get(plugin))?,
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn set_config(&self, plugin: &str, record: &ConfigRecord) -> Result<(), StoreError> {
+        match &self.config {
+            Some(store) => self.block(store.set(plugin, record))?.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn secret(
+        &self,
+        plugin: &str,
+        key: &str,
+    ) -> Result<Option<SecretValue>, StoreError> {
+        match &self.secrets {
+            Some(store) => self.block(store.get_secret(plugin, key, None))?,
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn set_secret(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: &SecretValue,
+    ) -> Result<(), StoreError> {
+        match &self.secrets {
+            Some(store) => self.block(store.set_secret(plugin, key, value, None))?,
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn secret_keys(&self, plugin: &str) -> Result<Vec<String>, StoreError> {
+        match &self.secrets {
+            Some(store) => self.block(store.list_keys(plugin, None))?,
+            None => Ok(Vec::new()),
+        }
+    }
+}

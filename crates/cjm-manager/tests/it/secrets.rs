@@ -1,0 +1,111 @@
+use cjm_manager::{LoadSpec, ManagerError, SecretValue};
+use cjm_proto::Value;
+use serde_json::json;
+
+use crate::support::Project;
+
+const TOKEN: &str = "s3cr3t-t0ken-value-9f8e7d";
+
+fn env_of(m: &cjm_manager::Manager, id: &str) -> serde_json::Value {
+    m.execute(id, vec![], vec![("action".into(), Value::from("env"))])
+        .unwrap()
+        .to_json()
+}
+
+/// Every file under `dir`, as text, and whether any contains `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let Ok(entries) = fs_err::read_dir(dir) else {
+        return hits;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let path = e.path();
+        if path.is_dir() {
+            hits.extend(files_containing(&path, needle));
+        } else if let Ok(bytes) = fs_err::read(&path)
+            && String::from_utf8_lossy(&bytes).contains(needle)
+        {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
+}
+
+#[test]
+fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
+    let p = Project::new("secrets");
+    p.manifest_with(
+        "gemini",
+        "demo",
+        "CounterPlugin",
+        Some(json!([
+            {"name": "DEMO_TOKEN", "secret": true, "required": true, "description": "the API key"},
+            {"name": "VISIBLE", "secret": false, "required": false, "default": "on"}
+        ])),
+    );
+    let m = p.manager();
+    let mut events = m.subscribe();
+
+    let err = m.load(&LoadSpec::new("gemini")).unwrap_err();
+    assert!(matches!(err, ManagerError::MissingSecret { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "plugin gemini needs the secret DEMO_TOKEN (the API key), which is not set"
+    );
+    assert!(
+        err.hint()
+            .unwrap()
+            .contains("cjm-ctl set-secret gemini DEMO_TOKEN")
+    );
+
+    m.set_plugin_secret("gemini", "DEMO_TOKEN", &SecretValue::new(TOKEN))
+        .unwrap();
+    assert_eq!(m.secret_keys("gemini").unwrap(), ["DEMO_TOKEN"]);
+    let a = m.load(&LoadSpec::new("gemini")).unwrap();
+    let b = m.load(&LoadSpec::new("gemini").instance("second")).unwrap();
+    for id in [&a, &b] {
+        let env = env_of(&m, id);
+        assert_eq!(
+            env["DEMO_TOKEN"], TOKEN,
+            "every instance shares the plugin's secret"
+        );
+        assert_eq!(env["VISIBLE"], "on", "a visible default");
+    }
+    // Another plugin's worker never sees it.
+    let other = m.load(&LoadSpec::new("counter")).unwrap();
+    assert_eq!(env_of(&m, &other)["DEMO_TOKEN"], serde_json::Value::Null);
+
+    // A new value restarts the plugin's running workers so they get it.
+    let before = m.info(&a).unwrap().pid;
+    m.set_plugin_secret(
+        "gemini",
+        "DEMO_TOKEN",
+        &SecretValue::new(format!("{TOKEN}-2")),
+    )
+    .unwrap();
+    assert_ne!(m.info(&a).unwrap().pid, before);
+    assert_eq!(env_of(&m, &a)["DEMO_TOKEN"], format!("{TOKEN}-2"));
+
+    // Nowhere else: logs, manifests, the config store, events, Debug output.
+    m.disable(&a).unwrap();
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(format!("{e:?}"));
+    }
+    for text in seen
+        .iter()
+        .chain([&format!("{m:?}"), &format!("{:?}", m.worker(&b))])
+    {
+        assert!(!text.contains(TOKEN), "leaked: {text}");
+    }
+    let leaks: Vec<String> = files_containing(&p.dir.join("data"), TOKEN)
+        .into_iter()
+        .filter(|f| !f.ends_with("secrets/secrets.json"))
+        .collect();
+    assert!(leaks.is_empty(), "the secret is in {leaks:?}");
+    assert_eq!(
+        files_containing(&p.dir.join("data/secrets"), TOKEN).len(),
+        1,
+        "it is in the secret store"
+    );
+}
