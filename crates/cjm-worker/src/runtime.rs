@@ -534,7 +534,7 @@ impl Runtime {
                 // the reference's manager does when reconfigure is not handled.
                 let new_config = args
                     .get_item(1)
-                    .map_or_else(|_| py.None().into_bound(py), |c| c);
+                    .unwrap_or_else(|_| py.None().into_bound(py));
                 plugin.call_method1(pyo3::intern!(py, "initialize"), (new_config,))?
             }
             "initialize" | "reconfigure" | "cleanup" | "prefetch" | "on_disable" | "on_enable" => {
