@@ -22,6 +22,7 @@ mod host;
 mod install;
 mod plugins;
 mod runtime;
+mod secrets;
 mod size;
 mod validate;
 
@@ -61,6 +62,12 @@ enum Command {
     Gc(plugins::GcArgs),
     /// Check the runtime, the data folder, shared memory, manifests and drift.
     Doctor(doctor::DoctorArgs),
+    /// Store a plugin secret (hidden prompt, --value, or stdin).
+    SetSecret(secrets::SetSecretArgs),
+    /// List the names (never the values) of a plugin's secrets.
+    ListSecrets(secrets::ListSecretsArgs),
+    /// Read or change a plugin's persisted configuration, validated.
+    Config(secrets::ConfigArgs),
 }
 
 /// An operation that ran and failed (exit code 1); its message is complete.
@@ -121,6 +128,9 @@ fn main() -> ExitCode {
         Command::Repair(a) => install::repair(&a, g),
         Command::Gc(a) => plugins::gc(&a, g),
         Command::Doctor(a) => doctor::run(&a, g),
+        Command::SetSecret(a) => secrets::set_secret(&a, g),
+        Command::ListSecrets(a) => secrets::list_secrets(&a, g),
+        Command::Config(a) => secrets::config(&a, g),
     };
     result.unwrap_or_else(|e| {
         let code = if e.downcast_ref::<Failure>().is_some() {

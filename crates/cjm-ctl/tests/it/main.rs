@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 mod install;
+mod stores;
 mod support;
 mod verbs;
 

@@ -1,0 +1,265 @@
+//! `set-secret`, `list-secrets` and `config get|set`: the stores an operator edits.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use cjm_manifest::Manifest;
+use cjm_stores::{ConfigRecord, ConfigStore, SecretStore, SecretValue};
+use serde_json::{Map, Value};
+
+use crate::ctx::{Ctx, Global};
+
+/// Store a plugin secret (the variable its worker reads) in the project's secret store.
+#[derive(clap::Args)]
+pub(crate) struct SetSecretArgs {
+    /// The plugin's name (as in its manifest).
+    plugin: String,
+    /// The secret's key: the environment variable the worker reads (e.g. GEMINI_API_KEY).
+    key: String,
+    /// The value; without it, it is read from a hidden prompt, or from stdin when
+    /// stdin is not a terminal (keeps it out of shell history).
+    #[arg(long)]
+    value: Option<String>,
+    /// Reserved multi-user scope (default: single-user).
+    #[arg(long)]
+    scope: Option<String>,
+}
+
+/// List the NAMES of a plugin's stored secrets (never the values).
+#[derive(clap::Args)]
+pub(crate) struct ListSecretsArgs {
+    /// The plugin's name.
+    plugin: String,
+    /// Reserved multi-user scope.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Print a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Read or change a plugin's persisted configuration (validated against its schema).
+#[derive(clap::Args)]
+pub(crate) struct ConfigArgs {
+    #[command(subcommand)]
+    action: ConfigAction,
+}
+
+#[derive(clap::Subcommand)]
+enum ConfigAction {
+    /// Print the configuration a plugin's default instance loads with.
+    Get {
+        /// The plugin's name.
+        plugin: String,
+        /// The instance (only a plugin's default instance is persisted).
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Set keys of a plugin's persisted configuration: KEY=VALUE pairs (VALUE is
+    /// JSON, or a plain string), validated against the plugin's schema.
+    Set {
+        /// The plugin's name.
+        plugin: String,
+        /// KEY=VALUE pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// The instance (only a plugin's default instance is persisted).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Drop keys the schema does not know (with a warning) instead of refusing.
+        #[arg(long)]
+        lenient: bool,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start an async runtime")
+}
+
+fn secret_store(ctx: &Ctx) -> SecretStore {
+    SecretStore::new(ctx.cfg.data_dir.join(cjm_stores::SECRETS_DIR_NAME))
+}
+
+pub(crate) fn set_secret(a: &SetSecretArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx::load(global)?;
+    let value = match &a.value {
+        Some(v) => v.clone(),
+        None => read_secret(&format!("{} for {}: ", a.key, a.plugin))?,
+    };
+    if value.is_empty() {
+        bail!(
+            "an empty secret was given for {} of {}; nothing stored",
+            a.key,
+            a.plugin
+        );
+    }
+    let store = secret_store(&ctx);
+    runtime()?
+        .block_on(store.set_secret(
+            &a.plugin,
+            &a.key,
+            &SecretValue::new(value),
+            a.scope.as_deref(),
+        ))
+        .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
+    writeln!(
+        std::io::stdout().lock(),
+        "✓ stored {} for plugin {} in {}\n  running workers get it when the plugin is reloaded (the manager's set_plugin_secret does that)",
+        a.key,
+        a.plugin,
+        store.path().display()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A secret from a hidden prompt, or from stdin when it is not a terminal.
+fn read_secret(prompt: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut text = String::new();
+        stdin.lock().read_to_string(&mut text)?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    eprint!("{prompt}");
+    let fd = std::io::stdin();
+    let old = rustix::termios::tcgetattr(&fd).context("reading the terminal's settings")?;
+    let mut quiet = old.clone();
+    quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+    rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &quiet)
+        .context("hiding the input")?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let _ = rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &old);
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+pub(crate) fn list_secrets(a: &ListSecretsArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx::load(global)?;
+    let keys = runtime()?
+        .block_on(secret_store(&ctx).list_keys(&a.plugin, a.scope.as_deref()))
+        .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::json!(keys))?;
+    } else if keys.is_empty() {
+        writeln!(out, "no secrets stored for {}", a.plugin)?;
+    } else {
+        for k in keys {
+            writeln!(out, "{k}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn config(a: &ConfigArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx::load(global)?;
+    let store = ConfigStore::new(ctx.cfg.data_dir.join(cjm_stores::CONFIG_DB_FILE_NAME));
+    let rt = runtime()?;
+    match &a.action {
+        ConfigAction::Get { plugin, instance } => {
+            default_instance_only(plugin, instance.as_deref())?;
+            let manifest = manifest(&ctx, plugin)?;
+            let schema = compile(plugin, &manifest)?;
+            let record = rt
+                .block_on(store.get(plugin))
+                .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
+            let (config, enabled, stored) = match record {
+                Some(r) => (r.config, r.enabled, true),
+                None => (Map::new(), true, false),
+            };
+            // What a load would use: the stored config, checked, defaults filled.
+            let effective = schema
+                .validate(&config, cjm_schema::Strictness::Strict)
+                .map_err(|e| {
+                    crate::Failure(format!(
+                        "the persisted configuration no longer fits: {e}\nhint: {}",
+                        e.hint()
+                    ))
+                })?;
+            let doc = serde_json::json!({
+                "plugin": plugin,
+                "config": effective.config,
+                "enabled": enabled,
+                "persisted": stored,
+            });
+            writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string_pretty(&doc)?
+            )?;
+        }
+        ConfigAction::Set {
+            plugin,
+            pairs,
+            instance,
+            lenient,
+        } => {
+            default_instance_only(plugin, instance.as_deref())?;
+            let manifest = manifest(&ctx, plugin)?;
+            let schema = compile(plugin, &manifest)?;
+            let existing = rt
+                .block_on(store.get(plugin))
+                .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
+            let enabled = existing.as_ref().is_none_or(|r| r.enabled);
+            let mut config = existing.map(|r| r.config).unwrap_or_default();
+            for pair in pairs {
+                let Some((k, v)) = pair.split_once('=') else {
+                    bail!("expected KEY=VALUE, got {pair:?}");
+                };
+                let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+                config.insert(k.to_owned(), value);
+            }
+            let mode = if *lenient {
+                cjm_schema::Strictness::Lenient
+            } else {
+                cjm_schema::Strictness::Strict
+            };
+            let validated = schema
+                .validate(&config, mode)
+                .map_err(|e| crate::Failure(format!("{e}\nhint: {}", e.hint())))?;
+            for w in &validated.warnings {
+                eprintln!("warning: {w}");
+            }
+            let record = ConfigRecord {
+                config: validated.config.clone(),
+                enabled,
+                updated_at: 0.0,
+            };
+            rt.block_on(store.set(plugin, &record))
+                .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
+            writeln!(
+                std::io::stdout().lock(),
+                "✓ {plugin}: {}\n  a running instance takes it on its next load (or through the manager's update_config)",
+                Value::Object(validated.config)
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_instance_only(plugin: &str, instance: Option<&str>) -> anyhow::Result<()> {
+    match instance {
+        Some(id) if id != plugin => bail!(
+            "only a plugin's default instance has a persisted configuration (as in the reference); instance {id} of {plugin} lives only in the manager that loaded it"
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn manifest(ctx: &Ctx, plugin: &str) -> anyhow::Result<Manifest> {
+    ctx.discover()
+        .get(plugin)
+        .map(|d| d.manifest.clone())
+        .with_context(|| format!("plugin {plugin} is not installed; `cjm-ctl list` shows what is"))
+}
+
+fn compile(plugin: &str, manifest: &Manifest) -> anyhow::Result<cjm_schema::ConfigSchema> {
+    cjm_schema::ConfigSchema::compile(plugin, manifest.code.config_schema.as_ref())
+        .map_err(|e| anyhow::Error::from(crate::Failure(format!("{e}\nhint: {}", e.hint()))))
+}
