@@ -81,6 +81,12 @@ impl EnvStore {
     /// The environment for `req`, built if it is not there yet. Concurrent calls for
     /// one key (threads or processes) build it once.
     pub fn ensure(&self, req: &EnvRequest) -> Result<Env, EnvError> {
+        self.ensure_with(req, false)
+    }
+
+    /// [`ensure`](Self::ensure); `refresh` makes uv look at its sources again
+    /// instead of trusting its cache (a local wheel rebuilt under the same version).
+    fn ensure_with(&self, req: &EnvRequest, refresh: bool) -> Result<Env, EnvError> {
         match req.backend {
             Backend::Uv => {}
             Backend::Conda => return Err(EnvError::Unsupported { backend: "conda" }),
@@ -106,7 +112,7 @@ impl EnvStore {
         if let Some(env) = self.existing(&key)? {
             return Ok(env);
         }
-        let env = self.build(&key, req);
+        let env = self.build(&key, req, refresh);
         // The lock file itself stays: removing it could let a third builder lock a
         // different inode than a second one waiting on this one.
         drop(lock);
@@ -156,7 +162,7 @@ impl EnvStore {
         }))
     }
 
-    fn build(&self, key: &EnvKey, req: &EnvRequest) -> Result<Env, EnvError> {
+    fn build(&self, key: &EnvKey, req: &EnvRequest, refresh: bool) -> Result<Env, EnvError> {
         let dir = self.dir(key);
         let tmp = self
             .root
@@ -166,7 +172,7 @@ impl EnvStore {
             // An incomplete leftover (no marker): rebuild it from scratch.
             remove_dir_if_exists(&dir)?;
         }
-        if let Err(e) = self.build_in(key, req, &tmp) {
+        if let Err(e) = self.build_in(key, req, &tmp, refresh) {
             let _ = remove_dir_if_exists(&tmp);
             return Err(e);
         }
@@ -181,7 +187,13 @@ impl EnvStore {
         Ok(env)
     }
 
-    fn build_in(&self, key: &EnvKey, req: &EnvRequest, tmp: &Path) -> Result<(), EnvError> {
+    fn build_in(
+        &self,
+        key: &EnvKey,
+        req: &EnvRequest,
+        tmp: &Path,
+        refresh: bool,
+    ) -> Result<(), EnvError> {
         // Relocatable: the environment is built under a temporary name and renamed.
         let mut venv = self.uv_cmd();
         venv.args([
@@ -203,6 +215,9 @@ impl EnvStore {
                 .arg(&python);
             if req.no_index {
                 install.arg("--no-index");
+            }
+            if refresh {
+                install.arg("--refresh");
             }
             if let Some(url) = &req.index_url {
                 install.args(["--index-url", url]);
@@ -306,10 +321,11 @@ impl EnvStore {
         Ok(removed)
     }
 
-    /// Rebuilds the environment for `req` from scratch.
+    /// Rebuilds the environment for `req` from scratch, with uv's cache refreshed
+    /// (so a local wheel rebuilt under the same version is read anew).
     pub fn repair(&self, req: &EnvRequest) -> Result<Env, EnvError> {
         self.remove(&self.key(req))?;
-        self.ensure(req)
+        self.ensure_with(req, true)
     }
 }
 

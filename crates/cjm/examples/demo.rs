@@ -45,7 +45,7 @@ fn heading(n: u32, title: &str) {
 
 /// Section 1: `examples/plugins.yaml` installed into a fresh data folder, each plugin
 /// in its own environment, then both called from their manifests.
-fn install_from_plugins_yaml() -> Result<(), Box<dyn std::error::Error>> {
+fn install_from_plugins_yaml() -> Result<cjm::core::CjmConfig, Box<dyn std::error::Error>> {
     use cjm::env::{EnvStore, Installer};
     use cjm::manifest::PluginsFile;
 
@@ -132,6 +132,110 @@ fn install_from_plugins_yaml() -> Result<(), Box<dyn std::error::Error>> {
         ));
         worker.stop_blocking();
     }
+    Ok(cfg)
+}
+
+/// Section 2: the installed plugins through the manager: two instances with their
+/// own configs, a config error, a plugin that needs a secret, and a crash loop
+/// quarantined while the other instances keep working.
+fn through_the_manager(cfg: cjm::core::CjmConfig) -> Result<(), Box<dyn std::error::Error>> {
+    use cjm::manager::{
+        LoadSpec, Manager, ManagerEvent, ManagerOptions, RestartPolicy, SecretValue,
+    };
+
+    heading(
+        2,
+        "The manager: instances, validated config, secrets, supervision",
+    );
+    let data = cfg.data_dir.clone();
+    let manager = Manager::new(
+        cfg,
+        ManagerOptions {
+            restart: RestartPolicy {
+                initial_backoff: Duration::from_millis(20),
+                max_backoff: Duration::from_millis(200),
+                max_crashes: 2,
+                window: Duration::from_mins(1),
+            },
+            ..ManagerOptions::default()
+        },
+    );
+    let config = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    let text = || vec![("text".to_owned(), Value::from("Hi"))];
+
+    let loaded = manager.load_many(&[
+        LoadSpec::new("cjm-text-plugin-shout")
+            .instance("loud")
+            .config(config(serde_json::json!({"repeat": 3}))),
+        LoadSpec::new("cjm-text-plugin-shout")
+            .instance("quiet")
+            .config(config(serde_json::json!({"repeat": 1}))),
+    ]);
+    for id in loaded {
+        let id = id?;
+        let reply = manager.execute(&id, vec![], text())?;
+        out(&format!("   instance {id:<6} -> {}", reply.to_json()));
+    }
+
+    out("   a config that does not fit the plugin's schema is refused before any worker starts:");
+    let bad = manager.load(
+        &LoadSpec::new("cjm-text-plugin-shout")
+            .instance("bad")
+            .config(config(serde_json::json!({"repeat": "three", "volume": 11}))),
+    );
+    if let Err(e) = bad {
+        for line in e.to_string().lines() {
+            out(&format!("     {line}"));
+        }
+    }
+
+    if let Err(e) = manager.load(&LoadSpec::new("cjm-text-plugin-echo")) {
+        out(&format!("   {e}"));
+        if let Some(h) = e.hint() {
+            out(&format!("     hint: {h}"));
+        }
+    }
+    manager.set_plugin_secret(
+        "cjm-text-plugin-echo",
+        "ECHO_API_KEY",
+        &SecretValue::new("demo-key-0000"),
+    )?;
+    let echo = manager.load(&LoadSpec::new("cjm-text-plugin-echo"))?;
+    out(&format!(
+        "   secret stored; {echo} -> {}",
+        manager.execute(&echo, vec![], text())?.to_json()
+    ));
+
+    let mut events = manager.subscribe();
+    // Break the plugin for good: every start of its worker dies from now on.
+    fs_err::create_dir_all(data.join("data"))?;
+    fs_err::write(data.join("data").join("echo-broken"), "")?;
+    let _ = manager.execute(
+        &echo,
+        vec![],
+        vec![("action".to_owned(), Value::from("crash"))],
+    );
+    while let Some(e) = events.blocking_recv() {
+        match e {
+            ManagerEvent::Crashed(r) => out(&format!("   crash: {r}")),
+            ManagerEvent::RestartScheduled { delay, .. } => {
+                out(&format!("   restart in {delay:.0?}"));
+            }
+            ManagerEvent::CrashLooping {
+                instance_id,
+                reason,
+            } => {
+                out(&format!("   {instance_id} quarantined: {reason}"));
+                break;
+            }
+            _ => {}
+        }
+    }
+    out(&format!(
+        "   meanwhile loud -> {}",
+        manager.execute("loud", vec![], text())?.to_json()
+    ));
+    drop(manager);
     let _ = fs_err::remove_dir_all(&data);
     Ok(())
 }
@@ -143,9 +247,10 @@ fn install_from_plugins_yaml() -> Result<(), Box<dyn std::error::Error>> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     out("cjm demo: every plugin below runs in its own Python worker process.");
 
-    install_from_plugins_yaml()?;
+    let installed = install_from_plugins_yaml()?;
+    through_the_manager(installed)?;
 
-    heading(2, "A call");
+    heading(3, "A call");
     let started = Instant::now();
     let stats = Worker::spawn(spec("text-stats", "TextStats"))?;
     let spawned = started.elapsed();
@@ -174,7 +279,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         timer.elapsed().as_secs_f64() * 1e6 / f64::from(n)
     ));
 
-    heading(3, "A streamed result with progress");
+    heading(4, "A streamed result with progress");
     let tr = Worker::spawn(spec("transcriber", "Transcriber"))?;
     let mut events = tr.events();
     let mut stream = tr.stream(vec![], vec![("segments".into(), Value::Int(8))])?;
@@ -209,7 +314,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     out("");
     out(&format!("   transcript: {}", segments.join(" ")));
 
-    heading(4, "A large array passed zero-copy");
+    heading(5, "A large array passed zero-copy");
     let img = Worker::spawn(spec("image-ops", "ImageOps"))?;
     let (height, width) = (8192usize, 8192usize);
     let len = height * width * 4;
@@ -248,7 +353,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
     }
 
-    heading(5, "A cancellation");
+    heading(6, "A cancellation");
     let flaky = Worker::spawn(spec("flaky", "Flaky"))?;
     let call = flaky.start("execute", vec![Value::from("slow")], vec![])?;
     // Give the call a moment to be running before cancelling it.
@@ -268,7 +373,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out(&format!("   the caller got: {e}"));
     }
 
-    heading(6, "A crash the host survives");
+    heading(7, "A crash the host survives");
     match flaky.execute_blocking(vec![Value::from("segfault")], vec![]) {
         Err(e @ WorkerError::Died { .. }) => {
             out(&format!("   {e}"));

@@ -28,6 +28,7 @@
 
 pub use cjm_core as core;
 pub use cjm_env as env;
+pub use cjm_manager as manager;
 pub use cjm_manager::launch;
 pub use cjm_manifest as manifest;
 pub use cjm_proto as proto;
