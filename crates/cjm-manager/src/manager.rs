@@ -125,6 +125,26 @@ impl LoadSpec {
     }
 }
 
+impl From<&str> for LoadSpec {
+    /// The default instance of plugin `name`.
+    fn from(name: &str) -> Self {
+        Self::new(name)
+    }
+}
+
+impl From<String> for LoadSpec {
+    fn from(name: String) -> Self {
+        Self::new(name)
+    }
+}
+
+impl<S: Into<String>> From<(S, Map<String, serde_json::Value>)> for LoadSpec {
+    /// The default instance of a plugin, with a configuration.
+    fn from((name, config): (S, Map<String, serde_json::Value>)) -> Self {
+        Self::new(name).config(config)
+    }
+}
+
 /// A snapshot of one instance.
 #[derive(Debug, Clone)]
 pub struct InstanceInfo {

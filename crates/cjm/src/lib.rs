@@ -9,7 +9,10 @@
 //! - [`proxy`] — one worker: spawn, call, stream, cancel, stop;
 //! - [`manifest`] — plugin manifests, plugins.yaml, discovery;
 //! - [`env`](mod@env) — plugin environments and the install pipeline;
-//! - [`launch`] — a worker started from a manifest, and its drift check.
+//! - [`manager`] — the plugin manager: instances, lifecycle, supervision,
+//!   validated configuration, secrets;
+//! - [`launch`] — a worker started from a manifest, and its drift check;
+//! - [`create_pipeline`] — all of it in one call.
 //!
 //! ```no_run
 //! use cjm::proto::Value;
@@ -26,6 +29,8 @@
 //! # }
 //! ```
 
+mod pipeline;
+
 pub use cjm_core as core;
 pub use cjm_env as env;
 pub use cjm_manager as manager;
@@ -33,3 +38,4 @@ pub use cjm_manager::launch;
 pub use cjm_manifest as manifest;
 pub use cjm_proto as proto;
 pub use cjm_proxy as proxy;
+pub use pipeline::{Pipeline, create_pipeline, create_pipeline_with};
