@@ -1102,6 +1102,19 @@ impl Manager {
         self.get(id).map(|i| lock(&i.config).clone())
     }
 
+    /// Instance `id`'s live option domains for dynamic config fields (the plugin's
+    /// `get_config_options()`, e.g. a model list from an API); `{}` when the plugin
+    /// has none.
+    pub fn config_options(&self, id: &str) -> Result<Value, ManagerError> {
+        self.call(
+            id,
+            "get_config_options",
+            vec![],
+            vec![],
+            CallOptions::default(),
+        )
+    }
+
     /// Plugin `plugin`'s configuration schema, from its manifest.
     pub fn config_schema(&self, plugin: &str) -> Option<Map<String, serde_json::Value>> {
         self.manifest(plugin).and_then(|m| m.code.config_schema)

@@ -58,7 +58,7 @@ fn a_bad_config_is_refused_with_every_problem_before_any_worker_starts() {
         .unwrap();
     assert_eq!(
         serde_json::Value::Object(m.config(&id).unwrap()),
-        json!({"step": 1, "label": "x"})
+        json!({"step": 1, "label": "x", "rendezvous": 0})
     );
 }
 
@@ -71,7 +71,7 @@ fn defaults_are_filled_and_configs_persist_across_a_restart() {
         let out = m.execute(&id, vec![], vec![]).unwrap();
         assert_eq!(
             out.get("config").unwrap().to_json(),
-            json!({"step": 1, "label": "x"})
+            json!({"step": 1, "label": "x", "rendezvous": 0})
         );
         // A change goes through the plugin's reconfigure, then to the store.
         let new = m
@@ -79,7 +79,7 @@ fn defaults_are_filled_and_configs_persist_across_a_restart() {
             .unwrap();
         assert_eq!(
             serde_json::Value::Object(new),
-            json!({"step": 4, "label": "x"})
+            json!({"step": 4, "label": "x", "rendezvous": 0})
         );
         let out = m.execute(&id, vec![], vec![]).unwrap();
         assert_eq!(out.get("config").unwrap().to_json()["step"], 4);

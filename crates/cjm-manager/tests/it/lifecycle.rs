@@ -117,11 +117,11 @@ fn instances_follow_the_reference_id_rules_and_keep_their_own_config() {
     let out_b = m.execute(&b, vec![], vec![]).unwrap();
     assert_eq!(
         out_a.get("config").unwrap().to_json(),
-        json!({"step": 5, "label": "x"})
+        json!({"step": 5, "label": "x", "rendezvous": 0})
     );
     assert_eq!(
         out_b.get("config").unwrap().to_json(),
-        json!({"step": 2, "label": "x"})
+        json!({"step": 2, "label": "x", "rendezvous": 0})
     );
     assert_ne!(pid_of(&out_a), pid_of(&out_b), "one worker each");
 
@@ -251,8 +251,14 @@ fn a_concurrency_cap_holds_calls_back() {
 fn many_instances_load_at_once() {
     let p = Project::new("many");
     let m = p.manager();
+    // Each initialize waits until all four are initializing: loads one after the
+    // other would never get there.
     let specs: Vec<LoadSpec> = (0..4)
-        .map(|i| LoadSpec::new("counter").instance(format!("c{i}")))
+        .map(|i| {
+            LoadSpec::new("counter")
+                .instance(format!("c{i}"))
+                .config(map(json!({"rendezvous": 4})))
+        })
         .collect();
     let ids: Vec<String> = m
         .load_many(&specs)

@@ -70,6 +70,7 @@ impl Project {
             "properties": {
                 "step": {"type": "integer", "default": 1, "minimum": 1},
                 "label": {"type": "string", "default": "x"},
+                "rendezvous": {"type": "integer", "default": 0},
             },
         });
         m.code.config_schema = schema.as_object().cloned();
