@@ -150,3 +150,31 @@ fn a_persisted_config_that_stopped_validating_is_reported_not_used() {
     assert!(text.contains("/retired"), "{text}");
     assert!(err.hint().unwrap().contains("cjm-ctl config set counter"));
 }
+
+#[test]
+fn reconfigure_releases_only_what_a_changed_reload_trigger_names() {
+    let p = Project::new("triggers");
+    p.manifest_of("model", "demo", "ModelPlugin", None, "ModelPlugin");
+    let m = p.manager();
+    let id = m.load(&LoadSpec::new("model")).unwrap();
+    let pid = m.info(&id).unwrap().pid;
+    // Not a trigger field: reconfigured in place, nothing released.
+    m.update_config(&id, &map(json!({"temperature": 0.9})), false)
+        .unwrap();
+    assert!(p.hooks().is_empty(), "{:?}", p.hooks());
+    // The trigger field: its release hook runs (with the old model still set).
+    m.update_config(
+        &id,
+        &map(json!({"model": "large", "temperature": 0.9})),
+        false,
+    )
+    .unwrap();
+    assert_eq!(p.hooks(), ["release model base"]);
+    let out = m.execute(&id, vec![], vec![]).unwrap().to_json();
+    assert_eq!(out, json!({"model": "large", "temperature": 0.9}));
+    assert_eq!(
+        m.info(&id).unwrap().pid,
+        pid,
+        "no respawn for a config change"
+    );
+}

@@ -48,6 +48,18 @@ impl Project {
         role: &str,
         worker_env: Option<Value>,
     ) {
+        self.manifest_of(name, domain, role, worker_env, "Counter");
+    }
+
+    /// A manifest for fixture class `class` under plugin name `name`.
+    pub(crate) fn manifest_of(
+        &self,
+        name: &str,
+        domain: &str,
+        role: &str,
+        worker_env: Option<Value>,
+        class: &str,
+    ) {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let mut m = Manifest::default();
         m.install.python_path = python().display().to_string();
@@ -58,21 +70,28 @@ impl Project {
         m.code.version = "1.0.0".into();
         m.code.description = "a test plugin".into();
         m.code.module = "manager_plugins".into();
-        m.code.class_name = "Counter".into();
+        m.code.class_name = class.into();
         m.code.interface = format!("cjm_{domain}_plugin_system.{role}");
         m.code.taxonomy = Some(PluginTaxonomy {
             domain: domain.into(),
             role: role.into(),
             interface_fqcn: m.code.interface.clone(),
         });
-        let schema = json!({
-            "type": "object",
-            "properties": {
-                "step": {"type": "integer", "default": 1, "minimum": 1},
-                "label": {"type": "string", "default": "x"},
-                "rendezvous": {"type": "integer", "default": 0},
-            },
-        });
+        let schema = if class == "ModelPlugin" {
+            json!({"type": "object", "properties": {
+                "model": {"type": "string", "default": "base"},
+                "temperature": {"type": "number", "default": 0.5},
+            }})
+        } else {
+            json!({
+                "type": "object",
+                "properties": {
+                    "step": {"type": "integer", "default": 1, "minimum": 1},
+                    "label": {"type": "string", "default": "x"},
+                    "rendezvous": {"type": "integer", "default": 0},
+                },
+            })
+        };
         m.code.config_schema = schema.as_object().cloned();
         m.code.worker_env = worker_env.and_then(|v| v.as_array().cloned());
         m.refresh_config_schema_hash();
