@@ -191,6 +191,8 @@ struct Inner {
     closed: AtomicBool,
     stores: Stores,
     schemas: Mutex<BTreeMap<String, Arc<ConfigSchema>>>,
+    /// Operator overrides of visible `WORKER_ENV` variables, by plugin.
+    env_overrides: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 impl Drop for Inner {
@@ -252,6 +254,7 @@ impl Manager {
             closed: AtomicBool::new(false),
             stores: Stores::new(&cfg_data_dir, options.persist),
             schemas: Mutex::new(BTreeMap::new()),
+            env_overrides: Mutex::new(BTreeMap::new()),
         });
         if let Some(every) = options.reap_interval {
             let weak = Arc::downgrade(&inner);
@@ -510,6 +513,14 @@ impl Manager {
                 }
                 continue;
             }
+            let overridden = lock(&self.inner.env_overrides)
+                .get(&inst.plugin)
+                .and_then(|o| o.get(name))
+                .cloned();
+            if let Some(value) = overridden {
+                env.push((name.to_owned(), value));
+                continue;
+            }
             if inst.spec.env.iter().any(|(k, _)| k == name) {
                 continue;
             }
@@ -539,6 +550,48 @@ impl Manager {
         value: &SecretValue,
     ) -> Result<(), ManagerError> {
         self.inner.stores.set_secret(plugin, key, value)?;
+        for info in self.instances(Some(plugin)) {
+            if info.pid.is_some() {
+                self.reload(&info.id, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Overrides (or with `None`, stops overriding) the visible `WORKER_ENV`
+    /// variable `key` of plugin `plugin`, then restarts the plugin's running
+    /// workers: a worker's environment is fixed when it starts. Only variables the
+    /// plugin declares as visible can be overridden (secrets go through
+    /// [`set_plugin_secret`](Self::set_plugin_secret)).
+    pub fn set_env_override(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Option<String>,
+    ) -> Result<(), ManagerError> {
+        let manifest = self.installed(plugin)?;
+        let declared = manifest.code.worker_env.iter().flatten().any(|e| {
+            e.get("name").and_then(serde_json::Value::as_str) == Some(key)
+                && !e
+                    .get("secret")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false)
+        });
+        if !declared {
+            return Err(ManagerError::MissingVariable {
+                plugin: plugin.to_owned(),
+                key: key.to_owned(),
+                description: "not a visible variable of the plugin's WORKER_ENV".into(),
+            });
+        }
+        {
+            let mut all = lock(&self.inner.env_overrides);
+            let mine = all.entry(plugin.to_owned()).or_default();
+            match value {
+                Some(v) => mine.insert(key.to_owned(), v),
+                None => mine.remove(key),
+            };
+        }
         for info in self.instances(Some(plugin)) {
             if info.pid.is_some() {
                 self.reload(&info.id, None)?;
@@ -777,7 +830,10 @@ impl Manager {
             return Err(self.crash_looping(inst, reason));
         }
         let mut spec = inst.spec.clone();
-        spec.env.extend(self.worker_env(inst)?);
+        let resolved = self.worker_env(inst)?;
+        spec.env
+            .retain(|(k, _)| !resolved.iter().any(|(r, _)| r == k));
+        spec.env.extend(resolved);
         self.set_state(inst, InstanceState::Starting);
         let started = Worker::spawn(spec).and_then(|w| {
             let config = serde_json::Value::Object(lock(&inst.config).clone());

@@ -75,6 +75,22 @@ fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
     let other = m.load(&LoadSpec::new("counter")).unwrap();
     assert_eq!(env_of(&m, &other)["DEMO_TOKEN"], serde_json::Value::Null);
 
+    // An operator override of a visible variable respawns the plugin's workers.
+    let before = m.info(&a).unwrap().pid;
+    m.set_env_override("gemini", "VISIBLE", Some("off".into()))
+        .unwrap();
+    assert_ne!(m.info(&a).unwrap().pid, before);
+    assert_eq!(env_of(&m, &a)["VISIBLE"], "off");
+    assert!(
+        m.set_env_override("gemini", "DEMO_TOKEN", Some("x".into()))
+            .is_err(),
+        "a secret is not a visible variable"
+    );
+    assert!(
+        m.set_env_override("gemini", "UNDECLARED", Some("x".into()))
+            .is_err()
+    );
+
     // A new value restarts the plugin's running workers so they get it.
     let before = m.info(&a).unwrap().pid;
     m.set_plugin_secret(
