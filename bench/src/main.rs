@@ -306,6 +306,7 @@ fn main() -> Result<()> {
             out.insert("manager_bare_p50_us".into(), json!(m.bare_p50_us));
             out.insert("load_one_ms".into(), json!(m.load_one_ms));
             out.insert("load_10_ms".into(), json!(m.load_ten_ms));
+            out.insert("python_10_starts_ratio".into(), json!(m.python_ten_ratio));
             let overhead = m.manager_p50_us - m.bare_p50_us;
             rows.push(Row {
                 key: "manager_call_overhead_us",

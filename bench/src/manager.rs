@@ -25,6 +25,9 @@ pub(crate) struct ManagerFigures {
     pub(crate) load_one_ms: f64,
     /// Loading ten instances concurrently, ms (median).
     pub(crate) load_ten_ms: f64,
+    /// The floor of that ratio: ten bare interpreters importing the worker
+    /// extension at once ÷ one (median).
+    pub(crate) python_ten_ratio: f64,
 }
 
 pub(crate) fn manager(root: &Path, python: &Path) -> Result<ManagerFigures> {
@@ -99,12 +102,38 @@ pub(crate) fn manager(root: &Path, python: &Path) -> Result<ManagerFigures> {
         }
     }
     let _ = fs_err::remove_dir_all(&work);
+    let python_ten_ratio = python_starts(python)?;
     Ok(ManagerFigures {
+        python_ten_ratio,
         manager_p50_us: p50(through_manager).as_secs_f64() * 1e6,
         bare_p50_us: p50(direct).as_secs_f64() * 1e6,
         load_one_ms: p50(one).as_secs_f64() * 1e3,
         load_ten_ms: p50(ten).as_secs_f64() * 1e3,
     })
+}
+
+/// Ten `python -c "import cjm_worker._native"` at once ÷ one: what starting
+/// processes costs on this machine, whatever cjm does.
+fn python_starts(python: &Path) -> Result<f64> {
+    let start = || {
+        std::process::Command::new(python)
+            .args(["-c", "import cjm_worker._native"])
+            .spawn()
+    };
+    let mut ratios = Vec::new();
+    for _ in 0..LOAD_RUNS {
+        let t = Instant::now();
+        start()?.wait()?;
+        let one = t.elapsed();
+        let t = Instant::now();
+        let children = (0..LOADS).map(|_| start()).collect::<Result<Vec<_>, _>>()?;
+        for mut c in children {
+            c.wait()?;
+        }
+        ratios.push(t.elapsed().as_secs_f64() / one.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    Ok(ratios[ratios.len() / 2])
 }
 
 fn write_manifest(
