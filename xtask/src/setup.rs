@@ -34,6 +34,7 @@ struct BasePython {
 
 pub(crate) fn setup(paths: &Paths) -> Result<()> {
     let start = Instant::now();
+    system_tools(paths)?;
     let python = base_python(paths)?;
     let tools_txt = read_requirements(paths, "tools.txt")?;
     let venv_txt = read_requirements(paths, "venv.txt")?;
@@ -56,6 +57,47 @@ pub(crate) fn setup(paths: &Paths) -> Result<()> {
     }
     eprintln!("setup: done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Programs the tests run besides Python and cargo: `curl` (downloads in
+/// `setup-runtime`), `tar` and `bzip2` (micromamba's archive). A clean Debian machine
+/// may lack some; as root with apt-get they are installed, otherwise named.
+fn system_tools(paths: &Paths) -> Result<()> {
+    const TOOLS: [(&str, &str); 3] = [("curl", "curl"), ("tar", "tar"), ("bzip2", "bzip2")];
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    };
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = Cmd::new("id", &paths.root)
+        .args(["-u"])
+        .read()
+        .is_ok_and(|uid| uid.trim() == "0");
+    if root && on_path("apt-get") {
+        eprintln!("setup: installing {} with apt-get", missing.join(", "));
+        Cmd::new("apt-get", &paths.root)
+            .args(["update", "-qq"])
+            .run()?;
+        Cmd::new("apt-get", &paths.root)
+            .args(["install", "-y", "-qq"])
+            .args(missing.iter().copied())
+            .run()?;
+        return Ok(());
+    }
+    Err(crate::failure(
+        format!("setup: {} not found on PATH", missing.join(", ")),
+        format!(
+            "install them with your package manager (Debian: apt-get install {})",
+            missing.join(" ")
+        ),
+    ))
 }
 
 fn base_python(paths: &Paths) -> Result<BasePython> {
