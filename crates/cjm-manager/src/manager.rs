@@ -172,11 +172,43 @@ pub struct InstanceInfo {
 #[derive(Default)]
 struct Hub {
     subs: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<ManagerEvent>>>,
+    /// Subscribers that also want each call's ready⇄busy transitions.
+    call_subs: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<ManagerEvent>>>,
+    /// How many there are, read on the call path without a lock.
+    call_sub_count: AtomicUsize,
 }
 
 impl Hub {
     fn emit(&self, e: &ManagerEvent) {
         lock(&self.subs).retain(|s| s.send(e.clone()).is_ok());
+        if self.call_sub_count.load(Ordering::Acquire) > 0 {
+            self.emit_calls(e);
+        }
+    }
+
+    fn emit_calls(&self, e: &ManagerEvent) {
+        let mut subs = lock(&self.call_subs);
+        subs.retain(|s| s.send(e.clone()).is_ok());
+        self.call_sub_count.store(subs.len(), Ordering::Release);
+    }
+
+    /// A call made an instance busy (`busy`) or ready again; only for the
+    /// subscribers that asked, so calls cost nothing when nobody did.
+    fn call_transition(&self, inst: &Instance, busy: bool) {
+        if self.call_sub_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let (from, to) = if busy {
+            (InstanceState::Ready, InstanceState::Busy)
+        } else {
+            (InstanceState::Busy, InstanceState::Ready)
+        };
+        self.emit_calls(&ManagerEvent::State {
+            instance_id: inst.id.clone(),
+            plugin: inst.plugin.clone(),
+            from,
+            to,
+        });
     }
 }
 
@@ -348,6 +380,18 @@ impl Manager {
     pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<ManagerEvent> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         lock(&self.inner.hub.subs).push(tx);
+        rx
+    }
+
+    /// [`subscribe`](Self::subscribe), plus every call's `ready → busy` and
+    /// `busy → ready` transitions (one pair per call that finds an instance idle).
+    /// Without such a subscriber, calls emit nothing.
+    pub fn subscribe_with_calls(&self) -> tokio::sync::mpsc::UnboundedReceiver<ManagerEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let hub = &self.inner.hub;
+        let mut subs = lock(&hub.call_subs);
+        subs.push(tx);
+        hub.call_sub_count.store(subs.len(), Ordering::Release);
         rx
     }
 
@@ -1210,7 +1254,9 @@ impl<'a> Running<'a> {
         if let Some(g) = &inst.gate {
             g.acquire();
         }
-        inst.in_flight.fetch_add(1, Ordering::AcqRel);
+        if inst.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            manager.inner.hub.call_transition(inst, true);
+        }
         Self { manager, inst }
     }
 }
@@ -1222,6 +1268,9 @@ impl Drop for Running<'_> {
         let left = inst.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
         if let Some(g) = &inst.gate {
             g.release();
+        }
+        if left == 0 {
+            self.manager.inner.hub.call_transition(inst, false);
         }
         if left == 0 && lock(&inst.status).pending_hook.is_some() {
             self.manager.fire_pending_hook(inst);
