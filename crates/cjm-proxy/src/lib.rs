@@ -9,6 +9,7 @@
 mod completion;
 mod error;
 mod event;
+mod forkserver;
 mod process;
 mod spec;
 mod stats;
@@ -16,6 +17,6 @@ mod worker;
 
 pub use error::{Death, WorkerError};
 pub use event::Event;
-pub use spec::{ENV_ALLOW_LIST, WorkerSpec};
+pub use spec::{ENV_ALLOW_LIST, StartMethod, WorkerSpec};
 pub use stats::WorkerStats;
 pub use worker::{CallOptions, CallStream, CancelPolicy, PendingCall, Worker};

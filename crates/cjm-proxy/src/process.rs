@@ -7,8 +7,9 @@
 //! - two **log** threads copy stdout and stderr to the log file and to events.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +25,8 @@ use cjm_proto::{
 use crate::completion::Completion;
 use crate::error::{Death, WorkerError};
 use crate::event::{Event, EventHub};
-use crate::spec::{ENV_ALLOW_LIST, WorkerSpec};
+use crate::forkserver::{self, Forked};
+use crate::spec::{ENV_ALLOW_LIST, StartMethod, WorkerSpec};
 
 /// Inline bytes at least this large are moved into shared memory before sending.
 pub(crate) const SHM_THRESHOLD: usize = 64 * 1024;
@@ -132,7 +134,56 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnJob>> {
     })
 }
 
-fn build_command(spec: &WorkerSpec, child_fd: i32) -> Command {
+/// Runs `cmd.spawn()` on the spawner thread.
+pub(crate) fn spawn_command(mut cmd: Command) -> std::io::Result<Child> {
+    let (tx, rx) = mpsc::channel();
+    let job: SpawnJob = Box::new(move || {
+        let _ = tx.send(cmd.spawn());
+    });
+    let gone = || std::io::Error::other("the spawner thread is gone");
+    spawner()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send(job)
+        .map_err(|_| gone())?;
+    rx.recv().map_err(|_| gone())?
+}
+
+/// The worker's whole environment: the allow-list, then what cjm sets, then the
+/// spec's variables; a later value of a name replaces an earlier one.
+pub(crate) fn worker_env(spec: &WorkerSpec) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let mut set = |k: &str, v: OsString| {
+        let k = OsString::from(k);
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v));
+    };
+    for key in ENV_ALLOW_LIST {
+        if let Some(v) = std::env::var_os(key) {
+            set(key, v);
+        }
+    }
+    // Prints must reach the log as they happen, not when a buffer fills.
+    set("PYTHONUNBUFFERED", "1".into());
+    if !spec.python_path.is_empty() {
+        set(
+            "PYTHONPATH",
+            std::env::join_paths(&spec.python_path).unwrap_or_default(),
+        );
+    }
+    if let Some(d) = &spec.data_dir {
+        set("CJM_DATA_DIR", d.into());
+    }
+    if let Some(d) = &spec.models_dir {
+        set("CJM_MODELS_DIR", d.into());
+    }
+    for (k, v) in &spec.env {
+        set(k, v.into());
+    }
+    env
+}
+
+fn build_command(spec: &WorkerSpec, env: &[(OsString, OsString)], child_fd: i32) -> Command {
     let mut cmd = Command::new(&spec.python);
     cmd.arg("-m")
         .arg("cjm_worker")
@@ -145,26 +196,7 @@ fn build_command(spec: &WorkerSpec, child_fd: i32) -> Command {
         .arg("--ppid")
         .arg(std::process::id().to_string());
     cmd.env_clear();
-    for key in ENV_ALLOW_LIST {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
-    // Prints must reach the log as they happen, not when a buffer fills.
-    cmd.env("PYTHONUNBUFFERED", "1");
-    if !spec.python_path.is_empty() {
-        let joined = std::env::join_paths(&spec.python_path).unwrap_or_default();
-        cmd.env("PYTHONPATH", joined);
-    }
-    if let Some(d) = &spec.data_dir {
-        cmd.env("CJM_DATA_DIR", d);
-    }
-    if let Some(d) = &spec.models_dir {
-        cmd.env("CJM_MODELS_DIR", d);
-    }
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
-    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
@@ -187,6 +219,74 @@ fn build_command(spec: &WorkerSpec, child_fd: i32) -> Command {
     cmd
 }
 
+/// A started worker process, whoever its parent is.
+enum ChildProc {
+    /// Executed by this host, which reaps it.
+    Exec(Child),
+    /// Forked by a forkserver, which reaps it and reports its status.
+    Forked(Forked),
+}
+
+type Stream = Box<dyn std::io::Read + Send>;
+
+impl ChildProc {
+    fn id(&self) -> u32 {
+        match self {
+            Self::Exec(c) => c.id(),
+            Self::Forked(f) => f.pid,
+        }
+    }
+
+    /// Waits for the exit; `None` when its status cannot be known.
+    fn wait(&mut self) -> Option<WorkerExit> {
+        let status = match self {
+            Self::Exec(c) => loop {
+                match c.wait() {
+                    Ok(s) => break s,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            },
+            Self::Forked(f) => std::process::ExitStatus::from_raw(f.exit.recv().ok()?),
+        };
+        Some(match status.signal() {
+            Some(sig) => WorkerExit::Signal(sig),
+            None => WorkerExit::Code(status.code().unwrap_or(-1)),
+        })
+    }
+}
+
+/// Starts the worker's process: forked by its interpreter's forkserver when the
+/// spec asks for one and one can be had, executed otherwise.
+fn start_child(
+    spec: &WorkerSpec,
+    child_end: &OwnedFd,
+) -> std::io::Result<(ChildProc, [Option<Stream>; 2])> {
+    let env = worker_env(spec);
+    // A worker forked with no directory of its own goes where an executed one
+    // would: the host's current directory (if that is gone, exec copes better).
+    let cwd = spec.cwd.clone().or_else(|| std::env::current_dir().ok());
+    if spec.start_method == StartMethod::Forkserver
+        && let Some(cwd) = cwd
+    {
+        let (out_r, out_w) = std::io::pipe()?;
+        let (err_r, err_w) = std::io::pipe()?;
+        let fds = [child_end.as_fd(), out_w.as_fd(), err_w.as_fd()];
+        if let Some(forked) = forkserver::fork(spec, &env, &cwd, fds) {
+            return Ok((
+                ChildProc::Forked(forked),
+                [Some(Box::new(out_r)), Some(Box::new(err_r))],
+            ));
+        }
+    }
+    let mut child = spawn_command(build_command(spec, &env, child_end.as_raw_fd()))?;
+    let streams: [Option<Stream>; 2] = [
+        child.stdout.take().map(|s| Box::new(s) as Stream),
+        child.stderr.take().map(|s| Box::new(s) as Stream),
+    ];
+    Ok((ChildProc::Exec(child), streams))
+}
+
 impl Process {
     #[expect(
         clippy::too_many_lines,
@@ -198,29 +298,9 @@ impl Process {
             plugin: plugin.clone(),
             source: e,
         })?;
-        let child_fd = child_end.as_raw_fd();
-        let cmd = build_command(spec, child_fd);
-        let (tx, rx) = mpsc::channel();
-        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
-            let mut cmd = cmd;
-            let _ = tx.send(cmd.spawn());
-        });
-        spawner()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(job)
-            .map_err(|_| WorkerError::Spawn {
-                plugin: plugin.clone(),
-                python: spec.python.clone(),
-                source: std::io::Error::other("the spawner thread is gone"),
-            })?;
-        let spawned = rx.recv().map_err(|_| WorkerError::Spawn {
-            plugin: plugin.clone(),
-            python: spec.python.clone(),
-            source: std::io::Error::other("the spawner thread is gone"),
-        })?;
+        let spawned = start_child(spec, &child_end);
         drop(child_end);
-        let mut child = spawned.map_err(|source| WorkerError::Spawn {
+        let (mut child, streams) = spawned.map_err(|source| WorkerError::Spawn {
             plugin: plugin.clone(),
             python: spec.python.clone(),
             source,
@@ -230,7 +310,7 @@ impl Process {
         let events = EventHub::default();
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let log = open_log(spec);
-        let logs_done = start_log_threads(&mut child, log, &events, &stderr_tail, &plugin);
+        let logs_done = start_log_threads(streams, log, &events, &stderr_tail, &plugin);
 
         // Handshake: Hello, then Ready or LoadFailed, within the start timeout. The
         // reader is not running yet, so frames are read here directly, on a helper
@@ -242,7 +322,7 @@ impl Process {
             .spawn(move || {
                 let _ = htx.send(handshake(&hch));
             });
-        let fail = |reason: String, child: &mut Child| {
+        let fail = |reason: String, child: &mut ChildProc| {
             // SAFETY: signalling the process group we created.
             unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             channel.shutdown();
@@ -585,21 +665,11 @@ impl Process {
 
     fn wait_loop(
         &self,
-        mut child: Child,
+        mut child: ChildProc,
         tail: &Mutex<VecDeque<String>>,
         logs_done: &mpsc::Receiver<()>,
     ) {
-        let status = loop {
-            match child.wait() {
-                Ok(s) => break Some(s),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break None,
-            }
-        };
-        let exit = status.map(|s| match s.signal() {
-            Some(sig) => WorkerExit::Signal(sig),
-            None => WorkerExit::Code(s.code().unwrap_or(-1)),
-        });
+        let exit = child.wait();
         let killed_by_host = self.killing.load(Ordering::Acquire);
         drain_logs(logs_done);
         let death = Death {
@@ -821,7 +891,7 @@ fn ctime_now() -> String {
 }
 
 fn start_log_threads(
-    child: &mut Child,
+    streams: [Option<Stream>; 2],
     log: Option<fs_err::File>,
     events: &EventHub,
     tail: &Arc<Mutex<VecDeque<String>>>,
@@ -829,23 +899,8 @@ fn start_log_threads(
 ) -> mpsc::Receiver<()> {
     let (done_tx, done_rx) = mpsc::channel();
     let log = log.map(|f| Arc::new(Mutex::new(f)));
-    let streams: [(Option<Box<dyn std::io::Read + Send>>, &'static str); 2] = [
-        (
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            "stdout",
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            "stderr",
-        ),
-    ];
-    for (stream, name) in streams {
+    let [stdout, stderr] = streams;
+    for (stream, name) in [(stdout, "stdout"), (stderr, "stderr")] {
         let Some(stream) = stream else { continue };
         let log = log.clone();
         let events = events.clone();

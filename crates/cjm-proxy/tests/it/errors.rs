@@ -84,8 +84,9 @@ fn fake_worker(mode: &str) -> Result<cjm_proxy::Worker, WorkerError> {
     let spec = crate::support::spec("Echo")
         .python_path(crate::support::fixtures().join("fake_worker"))
         .env("FAKE_MODE", mode);
-    // The fake package must shadow the real one: put it first.
-    let mut spec = spec;
+    // The fake package must shadow the real one: put it first, and start a fresh
+    // interpreter (a forkserver has the real one imported already).
+    let mut spec = spec.start_method(cjm_proxy::StartMethod::Spawn);
     spec.python_path.rotate_right(1);
     cjm_proxy::Worker::spawn(spec)
 }

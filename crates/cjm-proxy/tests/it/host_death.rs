@@ -2,14 +2,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{alive, eventually, fixtures, python};
+use crate::support::{alive, eventually, fixtures, ppid, python};
 
 /// SIGKILLs a host whose worker is in `mode` and checks that the worker and the
 /// grandchild its plugin started are gone. The time it took is printed; the bench
 /// reports it against the 100 ms target.
 #[track_caller]
 fn check(mode: &str) {
+    check_with(mode, "spawn");
+}
+
+#[track_caller]
+fn check_with(mode: &str, start_method: &str) {
     let mut host = Command::new(env!("CARGO_BIN_EXE_cjm-proxy-fixture-host"))
+        .env("CJM_TEST_START_METHOD", start_method)
         .arg(python())
         .arg(fixtures())
         .arg(mode)
@@ -32,13 +38,23 @@ fn check(mode: &str) {
         alive(worker) && alive(grandchild),
         "{mode}: both run before the host dies"
     );
+    let parent = ppid(worker);
+    let host_pid = i32::try_from(host.id()).expect("pid");
+    if start_method == "forkserver" {
+        assert_ne!(parent, host_pid, "forked by a forkserver");
+        assert_eq!(ppid(parent), host_pid, "the forkserver is the host's child");
+    } else {
+        assert_eq!(parent, host_pid, "executed by the host");
+    }
     host.kill().expect("SIGKILL the host");
     host.wait().expect("reap the host");
     let took = eventually(Duration::from_secs(5), || {
-        !alive(worker) && !alive(grandchild)
+        !alive(worker) && !alive(grandchild) && (parent == host_pid || !alive(parent))
     });
     let took = took.unwrap_or_else(|| {
-        panic!("{mode}: worker {worker} or grandchild {grandchild} survived its host")
+        panic!(
+            "{mode}: worker {worker}, grandchild {grandchild} or forkserver {parent} survived its host"
+        )
     });
     eprintln!("{mode}: worker and grandchild gone {took:?} after the host died");
 }
@@ -56,4 +72,14 @@ fn worker_exits_when_host_dies_while_busy_in_a_c_call() {
 #[test]
 fn worker_exits_when_host_dies_while_busy_in_pure_python() {
     check("pure_python");
+}
+
+#[test]
+fn forked_worker_and_its_forkserver_exit_when_host_dies_while_idle() {
+    check_with("idle", "forkserver");
+}
+
+#[test]
+fn forked_worker_and_its_forkserver_exit_when_host_dies_while_busy_in_a_c_call() {
+    check_with("c_call", "forkserver");
 }

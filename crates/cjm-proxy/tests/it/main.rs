@@ -11,5 +11,6 @@ mod calls;
 mod cancel;
 mod death;
 mod errors;
+mod forkserver;
 mod host_death;
 mod isolation;

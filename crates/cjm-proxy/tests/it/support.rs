@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cjm_proto::Value;
-use cjm_proxy::{Worker, WorkerSpec};
+use cjm_proxy::{StartMethod, Worker, WorkerSpec};
 
 /// The interpreter with cjm-worker installed: `CJM_PYTHON`, as `cargo xtask test`
 /// sets it, else the venv `cargo xtask setup` builds.
@@ -27,6 +27,10 @@ pub(crate) fn spec(class: &str) -> WorkerSpec {
         .python_path(fixtures());
     s.start_timeout = Duration::from_secs(20);
     s.stop_grace = Duration::from_millis(500);
+    // `CJM_TEST_START_METHOD=forkserver` runs the whole suite on forked workers.
+    if std::env::var("CJM_TEST_START_METHOD").as_deref() == Ok("forkserver") {
+        s.start_method = StartMethod::Forkserver;
+    }
     s
 }
 
@@ -57,6 +61,16 @@ pub(crate) fn alive(pid: i32) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// A live process's parent.
+pub(crate) fn ppid(pid: i32) -> i32 {
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat.rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("ppid field")
 }
 
 /// Waits (bounded) until `pred` holds, polling /proc-style state that has no event

@@ -1,0 +1,461 @@
+//! Starting workers by forking a warm interpreter instead of executing a new one.
+//!
+//! Starting an interpreter and importing the worker runtime costs 15–20 ms of CPU;
+//! on a small machine, ten workers started at once queue for the cores. A
+//! forkserver (`python -m cjm_worker._forkserver FD`) pays that once per
+//! interpreter and startup environment, then forks each worker in about a
+//! millisecond. The child turns into exactly what `python -m cjm_worker` would be:
+//! its own process group, the worker's environment, working directory,
+//! `sys.path`, stdout and stderr (see the Python module for the child's side).
+//!
+//! The server, not the host, is the worker's parent, so it reports each child's
+//! wait status back; the host's waiter thread reads it instead of `waitpid`. The
+//! server is single-threaded, forked from the host's spawner thread (so it dies
+//! with the host) and is restarted on demand if it ever dies; its children die
+//! with it. Whenever a server cannot be had (an environment whose cjm-worker
+//! predates it, an odd environment), workers are started by exec as before.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, SocketFlags, SocketType,
+};
+
+use crate::spec::{ENV_ALLOW_LIST, WorkerSpec};
+
+/// The server's receive buffer (`MAX_MESSAGE` in `_forkserver.py`).
+const MAX_REQUEST: usize = 64 * 1024;
+/// How long to wait before trying again to start a server that failed to start.
+const RETRY_AFTER: Duration = Duration::from_mins(1);
+/// How much of a failed server's stderr is kept for the warning.
+const STDERR_TAIL: usize = 20;
+
+/// A worker the server forked.
+pub(crate) struct Forked {
+    pub(crate) pid: u32,
+    /// The child's raw wait status, once it has exited; disconnected when the
+    /// server died first (and the child with it, of its parent-death signal).
+    pub(crate) exit: mpsc::Receiver<i32>,
+}
+
+/// Servers are shared by every worker whose interpreter and startup environment
+/// match: variables read when an interpreter starts cannot be changed after it has.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    python: PathBuf,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Key {
+    fn new(python: &Path, env: &[(OsString, OsString)]) -> Self {
+        let mut startup: Vec<(OsString, OsString)> = env
+            .iter()
+            .filter(|(k, _)| read_at_startup(k))
+            .cloned()
+            .collect();
+        startup.sort();
+        Self {
+            python: python.to_path_buf(),
+            env: startup,
+        }
+    }
+}
+
+/// Whether the interpreter, the C library or the loader reads a variable before
+/// any plugin code runs. `PYTHONPATH` is not one: the child sets `sys.path` itself.
+fn read_at_startup(key: &OsStr) -> bool {
+    let Some(key) = key.to_str() else {
+        return true;
+    };
+    ENV_ALLOW_LIST.contains(&key)
+        || (key.starts_with("PYTHON") && key != "PYTHONPATH")
+        || key.starts_with("LD_")
+        || key.starts_with("MALLOC_")
+        || key.starts_with("LC_")
+        || key == "GLIBC_TUNABLES"
+}
+
+enum Slot {
+    Empty,
+    Running(Arc<Server>),
+    Unavailable(Instant),
+}
+
+fn servers() -> &'static Mutex<HashMap<Key, Arc<Mutex<Slot>>>> {
+    static SERVERS: OnceLock<Mutex<HashMap<Key, Arc<Mutex<Slot>>>>> = OnceLock::new();
+    SERVERS.get_or_init(Mutex::default)
+}
+
+/// Forks a worker for `plugin` from the server of its interpreter, starting the
+/// server first if needed. `None` means "exec it instead": no server could be had,
+/// or this request could not go through one (the reason is logged).
+pub(crate) fn fork(
+    spec: &WorkerSpec,
+    env: &[(OsString, OsString)],
+    cwd: &Path,
+    fds: [BorrowedFd<'_>; 3],
+) -> Option<Forked> {
+    let key = Key::new(&spec.python, env);
+    let server = server(&key, spec.start_timeout)?;
+    // The environment (secrets included) goes straight to the child in a memfd:
+    // the server's memory is inherited by every worker it forks, so no secret
+    // may ever be read into it.
+    let env_fd = match env_memfd(env) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(plugin = %spec.plugin, "cannot pass the environment to a forked worker ({e}); starting it with exec");
+            return None;
+        }
+    };
+    let fields = [
+        OsStr::new(&spec.module),
+        OsStr::new(&spec.class),
+        cwd.as_os_str(),
+    ];
+    let [channel, stdout, stderr] = fds;
+    let fds = [channel, stdout, stderr, env_fd.as_fd()];
+    match server.fork(&fields, fds, spec.start_timeout) {
+        Ok(forked) => Some(forked),
+        Err(reason) => {
+            tracing::warn!(
+                plugin = %spec.plugin,
+                python = %spec.python.display(),
+                "the forkserver could not start this worker ({reason}); starting it with exec"
+            );
+            None
+        }
+    }
+}
+
+/// A memfd holding `env` as `NAME=VALUE` entries each ended by a NUL, for the
+/// child alone to read.
+fn env_memfd(env: &[(OsString, OsString)]) -> std::io::Result<OwnedFd> {
+    let mut body = Vec::new();
+    for (k, v) in env {
+        body.extend_from_slice(k.as_bytes());
+        body.push(b'=');
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    let fd = rustix::fs::memfd_create("cjm-worker-env", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut file, &body)?;
+    Ok(file.into())
+}
+
+/// The running server for `key`, starting one if there is none.
+fn server(key: &Key, timeout: Duration) -> Option<Arc<Server>> {
+    let slot = Arc::clone(
+        servers()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Slot::Empty))),
+    );
+    // One start per key at a time: concurrent first loads share one server.
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    match &*slot {
+        Slot::Running(s) if !s.is_dead() => return Some(Arc::clone(s)),
+        Slot::Unavailable(since) if since.elapsed() < RETRY_AFTER => return None,
+        _ => {}
+    }
+    match Server::start(key, timeout) {
+        Ok(s) => {
+            *slot = Slot::Running(Arc::clone(&s));
+            Some(s)
+        }
+        Err(reason) => {
+            tracing::warn!(
+                python = %key.python.display(),
+                "no forkserver for this interpreter, so its workers start with exec: {reason}"
+            );
+            *slot = Slot::Unavailable(Instant::now());
+            None
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    dead: bool,
+    pending: HashMap<u64, mpsc::Sender<Result<Forked, String>>>,
+}
+
+struct Server {
+    ctl: OwnedFd,
+    pid: u32,
+    next: AtomicU64,
+    state: Mutex<State>,
+}
+
+impl Server {
+    fn start(key: &Key, timeout: Duration) -> Result<Arc<Self>, String> {
+        let (ctl, child_end) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| format!("socketpair: {e}"))?;
+        let child_fd = child_end.as_raw_fd();
+        let mut cmd = Command::new(&key.python);
+        cmd.args(["-m", "cjm_worker._forkserver", &child_fd.to_string()])
+            .env_clear()
+            .envs(key.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Out of the host's group: a Ctrl-C meant for the host must not kill it.
+            .process_group(0);
+        // SAFETY: only async-signal-safe calls (fcntl, prctl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = crate::process::spawn_command(cmd)
+            .map_err(|e| format!("running {} failed: {e}", key.python.display()))?;
+        drop(child_end);
+        let pid = child.id();
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let stderr_done = child
+            .stderr
+            .take()
+            .map(|s| forward_stderr(s, &key.python, Arc::clone(&tail)));
+        let server = Arc::new(Self {
+            ctl,
+            pid,
+            next: AtomicU64::new(1),
+            state: Mutex::default(),
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let reader = Arc::clone(&server);
+        std::thread::Builder::new()
+            .name(format!("cjm-forkserver-{pid}"))
+            .spawn(move || reader.read_loop(child, &ready_tx))
+            .map_err(|e| format!("cannot start its reader thread: {e}"))?;
+        match ready_rx.recv_timeout(timeout) {
+            Ok(()) => {
+                tracing::debug!(python = %key.python.display(), pid, "forkserver ready");
+                Ok(server)
+            }
+            Err(e) => {
+                server.kill();
+                // Let the stderr thread collect why it failed, within reason.
+                if let Some(done) = stderr_done {
+                    let _ = done.recv_timeout(Duration::from_millis(500));
+                }
+                let tail = tail
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .join("\n");
+                let what = match e {
+                    mpsc::RecvTimeoutError::Timeout => {
+                        format!("no answer within {:.1}s", timeout.as_secs_f64())
+                    }
+                    mpsc::RecvTimeoutError::Disconnected => "it exited at once".to_owned(),
+                };
+                Err(if tail.is_empty() {
+                    what
+                } else {
+                    format!("{what}:\n{tail}")
+                })
+            }
+        }
+    }
+
+    fn is_dead(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dead
+    }
+
+    fn kill(&self) {
+        // SAFETY: signalling the process group we created for the server.
+        unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+    }
+
+    fn fork(
+        &self,
+        fields: &[&OsStr; 3],
+        fds: [BorrowedFd<'_>; 4],
+        timeout: Duration,
+    ) -> Result<Forked, String> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut body = b"spawn\0".to_vec();
+        body.extend_from_slice(id.to_string().as_bytes());
+        for f in fields {
+            if f.as_bytes().contains(&0) {
+                return Err("a module, class or directory name holds a NUL byte".into());
+            }
+            body.push(0);
+            body.extend_from_slice(f.as_bytes());
+        }
+        if body.len() > MAX_REQUEST {
+            return Err(format!("the request is too large ({} bytes)", body.len()));
+        }
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if st.dead {
+                return Err("the forkserver has exited".into());
+            }
+            st.pending.insert(id, tx);
+        }
+        let forget = || {
+            self.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pending
+                .remove(&id);
+        };
+        if let Err(e) = send(&self.ctl, &body, &fds) {
+            forget();
+            return Err(format!("sending the request failed: {e}"));
+        }
+        rx.recv_timeout(timeout).unwrap_or_else(|_| {
+            forget();
+            Err(format!("no answer within {:.1}s", timeout.as_secs_f64()))
+        })
+    }
+
+    /// Reads the server's messages until it exits, then reaps it.
+    fn read_loop(&self, mut child: Child, ready: &mpsc::Sender<()>) {
+        // Only this thread learns of children and their exits, so it alone holds
+        // the senders of their statuses: no race between a fork and its exit.
+        let mut exits: HashMap<u32, mpsc::Sender<i32>> = HashMap::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Some(n) = recv(&self.ctl, &mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let mut fields = text.splitn(3, ' ');
+            let what = fields.next().unwrap_or_default();
+            let first = fields.next().and_then(|f| f.parse::<u64>().ok());
+            let rest = fields.next().unwrap_or_default();
+            match (what, first) {
+                ("ready", _) => {
+                    let _ = ready.send(());
+                }
+                ("spawned", Some(id)) => {
+                    let pid = rest.trim().parse::<u32>().unwrap_or_default();
+                    let (tx, rx) = mpsc::channel();
+                    exits.insert(pid, tx);
+                    self.answer(id, Ok(Forked { pid, exit: rx }));
+                }
+                ("failed", Some(id)) => self.answer(id, Err(rest.to_owned())),
+                ("exited", Some(pid)) => {
+                    let status = rest.trim().parse::<i32>().unwrap_or(-1);
+                    if let Some(tx) = u32::try_from(pid).ok().and_then(|p| exits.remove(&p)) {
+                        let _ = tx.send(status);
+                    }
+                }
+                _ => tracing::warn!(
+                    pid = self.pid,
+                    "unreadable message from the forkserver: {text:?}"
+                ),
+            }
+        }
+        let pending = {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.dead = true;
+            std::mem::take(&mut st.pending)
+        };
+        for (_, tx) in pending {
+            let _ = tx.send(Err("the forkserver exited".into()));
+        }
+        // Dropping the senders tells each waiter its worker's status is unknown.
+        drop(exits);
+        let status = child.wait();
+        tracing::debug!(pid = self.pid, ?status, "forkserver exited");
+    }
+
+    fn answer(&self, id: u64, outcome: Result<Forked, String>) {
+        let tx = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+            .remove(&id);
+        // A requester that gave up has gone: its worker finds its channel closed
+        // and exits.
+        if let Some(tx) = tx {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn send(ctl: &OwnedFd, body: &[u8], fds: &[BorrowedFd<'_>; 4]) -> rustix::io::Result<()> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut anc = SendAncillaryBuffer::new(&mut space);
+    anc.push(SendAncillaryMessage::ScmRights(fds));
+    loop {
+        match rustix::net::sendmsg(ctl, &[IoSlice::new(body)], &mut anc, SendFlags::NOSIGNAL) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One message from the server; `None` once it has closed its end.
+fn recv(ctl: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    loop {
+        let mut anc = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [IoSliceMut::new(buf)];
+        match rustix::net::recvmsg(ctl.as_fd(), &mut iov, &mut anc, RecvFlags::CMSG_CLOEXEC) {
+            Ok(m) if m.bytes == 0 => return None,
+            Ok(m) => return Some(m.bytes),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Copies the server's stderr to the host's log; keeps the last lines for a
+/// start-up failure. The returned receiver is told when the stream ends.
+fn forward_stderr(
+    stderr: std::process::ChildStderr,
+    python: &Path,
+    tail: Arc<Mutex<Vec<String>>>,
+) -> mpsc::Receiver<()> {
+    let (done_tx, done_rx) = mpsc::channel();
+    let python = python.display().to_string();
+    let _ = std::thread::Builder::new()
+        .name("cjm-forkserver-stderr".into())
+        .spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                tracing::warn!(python = %python, "forkserver: {line}");
+                let mut t = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                if t.len() == STDERR_TAIL {
+                    t.remove(0);
+                }
+                t.push(line);
+            }
+            let _ = done_tx.send(());
+        });
+    done_rx
+}

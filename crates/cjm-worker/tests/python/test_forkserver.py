@@ -1,0 +1,114 @@
+"""The forkserver's side of its protocol, driven the way a host drives it."""
+
+import array
+import os
+import socket
+import subprocess
+import sys
+
+PLUGIN = '''
+import os
+
+class Probe:
+    name = "probe"
+    version = "1.0.0"
+
+    def initialize(self, config=None):
+        pass
+
+    def execute(self):
+        return os.environ.get("PROBE_SECRET")
+'''
+
+
+def _start(tmp_path):
+    host, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cjm_worker._forkserver", str(server_end.fileno())],
+        pass_fds=[server_end.fileno()],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    server_end.close()
+    host.settimeout(20)
+    return host, proc
+
+
+def _request(host, tmp_path, request_id, env_entries, module="probe_plugin", fds=None):
+    channel, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    out_r, out_w = os.pipe()
+    env_fd = os.memfd_create("env")
+    os.write(env_fd, b"".join(e + b"\0" for e in env_entries))
+    fields = [b"spawn", str(request_id).encode(), module.encode(), b"Probe", bytes(tmp_path)]
+    sent = fds if fds is not None else [child_end.fileno(), out_w, out_w, env_fd]
+    host.sendmsg(
+        [b"\0".join(fields)],
+        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", sent))],
+    )
+    for fd in (out_w, env_fd):
+        os.close(fd)
+    child_end.close()
+    return channel, out_r
+
+
+def test_without_a_descriptor_it_prints_its_usage_and_fails():
+    run = subprocess.run(
+        [sys.executable, "-m", "cjm_worker._forkserver"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert "usage: python -m cjm_worker._forkserver FD" in run.stderr
+
+
+def test_a_request_becomes_a_worker_whose_exit_is_reported(tmp_path):
+    (tmp_path / "probe_plugin.py").write_text(PLUGIN)
+    host, proc = _start(tmp_path)
+    try:
+        ready = host.recv(4096).decode().split()
+        assert ready[0] == "ready" and ready[1] == str(proc.pid)
+        env = [b"PATH=" + os.environb[b"PATH"], b"PYTHONPATH=" + bytes(tmp_path), b"PROBE_SECRET=x y=z"]
+        channel, out_r = _request(host, tmp_path, 7, env)
+        spawned = host.recv(4096).decode().split()
+        assert spawned[:2] == ["spawned", "7"]
+        pid = int(spawned[2])
+        channel.settimeout(20)
+        # The worker greets the host (Hello) and then reports the plugin loaded.
+        assert channel.recv(65536)
+        assert channel.recv(65536)
+        # Closing the channel is how a host goes away: the worker exits, and the
+        # server reports the status of its child.
+        channel.close()
+        exited = host.recv(4096).decode().split()
+        assert exited[:2] == ["exited", str(pid)]
+        assert "the host closed the channel" in os.read(out_r, 65536).decode()
+        os.close(out_r)
+    finally:
+        host.close()
+        assert proc.wait(timeout=20) == 0
+
+
+def test_a_malformed_request_fails_alone_and_the_server_keeps_serving(tmp_path):
+    (tmp_path / "probe_plugin.py").write_text(PLUGIN)
+    host, proc = _start(tmp_path)
+    try:
+        assert host.recv(4096).startswith(b"ready ")
+        r, w = os.pipe()
+        # Two descriptors where four are due.
+        host.sendmsg(
+            [b"spawn\x003\x00probe_plugin\x00Probe\x00/"],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w]))],
+        )
+        os.close(r)
+        os.close(w)
+        assert host.recv(4096).decode() == "failed 3 malformed request"
+        channel, out_r = _request(host, tmp_path, 4, [b"PYTHONPATH=" + bytes(tmp_path)])
+        assert host.recv(4096).decode().startswith("spawned 4 ")
+        channel.close()
+        os.close(out_r)
+    finally:
+        host.close()
+        proc.wait(timeout=20)
