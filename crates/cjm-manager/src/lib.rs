@@ -35,5 +35,6 @@ pub use crate::{
     manager::{InstanceInfo, LoadSpec, Manager, ManagerOptions},
     state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy},
 };
+pub use cjm_proxy::StartMethod;
 pub use cjm_schema::{ConfigError, ConfigProblem};
 pub use cjm_stores::SecretValue;

@@ -271,3 +271,43 @@ fn many_instances_load_at_once() {
             .all(|id| m.state(id) == Some(InstanceState::Ready))
     );
 }
+
+fn parent_of(pid: u32) -> u32 {
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat.rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("ppid field")
+}
+
+#[test]
+fn workers_are_forked_by_default_and_executed_on_request() {
+    let p = Project::new("start-method");
+    let host = std::process::id();
+    let forked = p.manager();
+    forked.load(&LoadSpec::new("counter")).unwrap();
+    let w = forked.worker("counter").expect("a worker");
+    let server = parent_of(w.pid());
+    assert_ne!(server, host, "forked by a forkserver");
+    assert_eq!(
+        parent_of(server),
+        host,
+        "the forkserver is the host's child"
+    );
+    drop(w);
+    drop(forked);
+
+    let executed = cjm_manager::Manager::new(
+        p.config(),
+        cjm_manager::ManagerOptions {
+            search_paths: Some(vec![p.dir.join("data/manifests")]),
+            reap_interval: None,
+            start_method: cjm_manager::StartMethod::Spawn,
+            ..cjm_manager::ManagerOptions::default()
+        },
+    );
+    executed.load(&LoadSpec::new("counter")).unwrap();
+    let w = executed.worker("counter").expect("a worker");
+    assert_eq!(parent_of(w.pid()), host, "executed by the host");
+}

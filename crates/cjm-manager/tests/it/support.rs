@@ -127,6 +127,7 @@ impl Project {
                 clock,
                 reap_interval: None,
                 persist: true,
+                ..ManagerOptions::default()
             },
         )
     }
