@@ -306,7 +306,32 @@ fn main() -> Result<()> {
             out.insert("manager_bare_p50_us".into(), json!(m.bare_p50_us));
             out.insert("load_one_ms".into(), json!(m.load_one_ms));
             out.insert("load_10_ms".into(), json!(m.load_ten_ms));
+            out.insert("load_2_ms".into(), json!(m.load_two_ms));
+            out.insert("load_cpu_ms_per_instance".into(), json!(m.load_cpu_ms));
+            // What the cores allow: ten loads' CPU spread over every core, ÷ one load.
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            let cpu_floor = m.load_cpu_ms * 10.0 / cores as f64 / m.load_one_ms;
+            out.insert("load_10_cpu_floor_ratio".into(), json!(cpu_floor));
+            out.insert("load_one_spawn_ms".into(), json!(m.spawn_one_ms));
+            out.insert("load_10_spawn_ms".into(), json!(m.spawn_ten_ms));
+            out.insert("forkserver_10_starts_ratio".into(), json!(m.fork_ten_ratio));
             out.insert("python_10_starts_ratio".into(), json!(m.python_ten_ratio));
+            say(&format!(
+                "  forked: one {:.1} ms, two {:.1} ms, ten {:.1} ms; {:.1} ms CPU each, so ten on {cores} cores need at least {:.2}× one; 10 bare forked workers ÷ 1: {:.2}",
+                m.load_one_ms,
+                m.load_two_ms,
+                m.load_ten_ms,
+                m.load_cpu_ms,
+                cpu_floor,
+                m.fork_ten_ratio
+            ))?;
+            say(&format!(
+                "  executed: one {:.1} ms, ten {:.1} ms (ratio {:.2}); floor (10 bare interpreters ÷ 1) {:.2}",
+                m.spawn_one_ms,
+                m.spawn_ten_ms,
+                m.spawn_ten_ms / m.spawn_one_ms,
+                m.python_ten_ratio
+            ))?;
             let overhead = m.manager_p50_us - m.bare_p50_us;
             rows.push(Row {
                 key: "manager_call_overhead_us",
