@@ -219,16 +219,7 @@ impl Server {
             .stderr(Stdio::piped())
             // Out of the host's group: a Ctrl-C meant for the host must not kill it.
             .process_group(0);
-        // SAFETY: only async-signal-safe calls (fcntl, prctl) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        crate::process::inherit_and_die_with_host(&mut cmd, child_fd);
         let mut child = crate::process::spawn_command(cmd)
             .map_err(|e| format!("running {} failed: {e}", key.python.display()))?;
         drop(child_end);

@@ -205,18 +205,24 @@ fn build_command(spec: &WorkerSpec, env: &[(OsString, OsString)], child_fd: i32)
         .stderr(Stdio::piped());
     // Its own process group, so stopping it takes its children too.
     cmd.process_group(0);
+    inherit_and_die_with_host(&mut cmd, child_fd);
+    cmd
+}
+
+/// Lets exactly the child `cmd` starts inherit `fd` (its end of a socket pair)
+/// and has the kernel kill it when the host dies: it must be started by
+/// [`spawn_command`], whose thread lives as long as the host.
+pub(crate) fn inherit_and_die_with_host(cmd: &mut Command, fd: i32) {
     // SAFETY: only async-signal-safe calls (fcntl, prctl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            // Let exactly this child inherit its end of the channel.
-            if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
     }
-    cmd
 }
 
 /// A started worker process, whoever its parent is.
