@@ -37,6 +37,10 @@ use crate::spec::{ENV_ALLOW_LIST, WorkerSpec};
 
 /// The server's receive buffer (`MAX_MESSAGE` in `_forkserver.py`).
 const MAX_REQUEST: usize = 64 * 1024;
+/// A server with no worker for this long exits; the next worker starts another
+/// (one interpreter start, 40–60 ms). Idle servers would otherwise hold ~10 MB each
+/// for every environment ever used.
+const IDLE_EXIT: Duration = Duration::from_mins(5);
 /// How long to wait before trying again to start a server that failed to start.
 const RETRY_AFTER: Duration = Duration::from_mins(1);
 /// How much of a failed server's stderr is kept for the warning.
@@ -108,7 +112,6 @@ pub(crate) fn fork(
     fds: [BorrowedFd<'_>; 3],
 ) -> Option<Forked> {
     let key = Key::new(&spec.python, env);
-    let server = server(&key, spec.start_timeout)?;
     // The environment (secrets included) goes straight to the child in a memfd:
     // the server's memory is inherited by every worker it forks, so no secret
     // may ever be read into it.
@@ -126,7 +129,16 @@ pub(crate) fn fork(
     ];
     let [channel, stdout, stderr] = fds;
     let fds = [channel, stdout, stderr, env_fd.as_fd()];
-    match server.fork(&fields, fds, spec.start_timeout) {
+    // A server may exit (idle) just as a request reaches it: then one more try,
+    // on a fresh server.
+    let mut outcome = Err(ForkError::Gone);
+    for _ in 0..2 {
+        outcome = server(&key, spec.start_timeout)?.fork(&fields, fds, spec.start_timeout);
+        if !matches!(outcome, Err(ForkError::Gone)) {
+            break;
+        }
+    }
+    match outcome {
         Ok(forked) => Some(forked),
         Err(reason) => {
             tracing::warn!(
@@ -187,10 +199,27 @@ fn server(key: &Key, timeout: Duration) -> Option<Arc<Server>> {
     }
 }
 
+/// Why a request did not give a worker.
+enum ForkError {
+    /// The server exited before answering (it may have gone idle): try another.
+    Gone,
+    /// It answered, or could not be asked, for this reason.
+    Failed(String),
+}
+
+impl std::fmt::Display for ForkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Gone => f.write_str("the forkserver exited"),
+            Self::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     dead: bool,
-    pending: HashMap<u64, mpsc::Sender<Result<Forked, String>>>,
+    pending: HashMap<u64, mpsc::Sender<Result<Forked, ForkError>>>,
 }
 
 struct Server {
@@ -211,14 +240,19 @@ impl Server {
         .map_err(|e| format!("socketpair: {e}"))?;
         let child_fd = child_end.as_raw_fd();
         let mut cmd = Command::new(&key.python);
-        cmd.args(["-m", "cjm_worker._forkserver", &child_fd.to_string()])
-            .env_clear()
-            .envs(key.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Out of the host's group: a Ctrl-C meant for the host must not kill it.
-            .process_group(0);
+        cmd.args([
+            "-m",
+            "cjm_worker._forkserver",
+            &child_fd.to_string(),
+            &IDLE_EXIT.as_secs().to_string(),
+        ])
+        .env_clear()
+        .envs(key.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Out of the host's group: a Ctrl-C meant for the host must not kill it.
+        .process_group(0);
         crate::process::inherit_and_die_with_host(&mut cmd, child_fd);
         let mut child = crate::process::spawn_command(cmd)
             .map_err(|e| format!("running {} failed: {e}", key.python.display()))?;
@@ -288,25 +322,30 @@ impl Server {
         fields: &[&OsStr; 3],
         fds: [BorrowedFd<'_>; 4],
         timeout: Duration,
-    ) -> Result<Forked, String> {
+    ) -> Result<Forked, ForkError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut body = b"spawn\0".to_vec();
         body.extend_from_slice(id.to_string().as_bytes());
         for f in fields {
             if f.as_bytes().contains(&0) {
-                return Err("a module, class or directory name holds a NUL byte".into());
+                return Err(ForkError::Failed(
+                    "a module, class or directory name holds a NUL byte".into(),
+                ));
             }
             body.push(0);
             body.extend_from_slice(f.as_bytes());
         }
         if body.len() > MAX_REQUEST {
-            return Err(format!("the request is too large ({} bytes)", body.len()));
+            return Err(ForkError::Failed(format!(
+                "the request is too large ({} bytes)",
+                body.len()
+            )));
         }
         let (tx, rx) = mpsc::channel();
         {
             let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if st.dead {
-                return Err("the forkserver has exited".into());
+                return Err(ForkError::Gone);
             }
             st.pending.insert(id, tx);
         }
@@ -319,11 +358,17 @@ impl Server {
         };
         if let Err(e) = send(&self.ctl, &body, &fds) {
             forget();
-            return Err(format!("sending the request failed: {e}"));
+            return Err(match e {
+                rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET => ForkError::Gone,
+                e => ForkError::Failed(format!("sending the request failed: {e}")),
+            });
         }
         rx.recv_timeout(timeout).unwrap_or_else(|_| {
             forget();
-            Err(format!("no answer within {:.1}s", timeout.as_secs_f64()))
+            Err(ForkError::Failed(format!(
+                "no answer within {:.1}s",
+                timeout.as_secs_f64()
+            )))
         })
     }
 
@@ -349,7 +394,7 @@ impl Server {
                     exits.insert(pid, tx);
                     self.answer(id, Ok(Forked { pid, exit: rx }));
                 }
-                ("failed", Some(id)) => self.answer(id, Err(rest.to_owned())),
+                ("failed", Some(id)) => self.answer(id, Err(ForkError::Failed(rest.to_owned()))),
                 ("exited", Some(pid)) => {
                     let status = rest.trim().parse::<i32>().unwrap_or(-1);
                     if let Some(tx) = u32::try_from(pid).ok().and_then(|p| exits.remove(&p)) {
@@ -368,7 +413,7 @@ impl Server {
             std::mem::take(&mut st.pending)
         };
         for (_, tx) in pending {
-            let _ = tx.send(Err("the forkserver exited".into()));
+            let _ = tx.send(Err(ForkError::Gone));
         }
         // Dropping the senders tells each waiter its worker's status is unknown.
         drop(exits);
@@ -376,7 +421,7 @@ impl Server {
         tracing::debug!(pid = self.pid, ?status, "forkserver exited");
     }
 
-    fn answer(&self, id: u64, outcome: Result<Forked, String>) {
+    fn answer(&self, id: u64, outcome: Result<Forked, ForkError>) {
         let tx = self
             .state
             .lock()

@@ -1,7 +1,9 @@
 """The forkserver: a warm interpreter that forks workers for a cjm host.
 
-``python -m cjm_worker._forkserver FD`` is started by a host, never by hand. FD is
-one end of a private ``SOCK_SEQPACKET`` socket pair. The server imports the worker
+``python -m cjm_worker._forkserver FD [IDLE_SECONDS]`` is started by a host, never
+by hand. FD is one end of a private ``SOCK_SEQPACKET`` socket pair. With
+IDLE_SECONDS, the server exits once it has had no child for that long (the host
+starts another when it needs one). The server imports the worker
 runtime once, then for each request forks a child that becomes a worker exactly
 as ``python -m cjm_worker`` would be: its own process group, the request's
 environment, working directory, ``sys.path``, stdout and stderr. Starting a worker
@@ -83,8 +85,9 @@ def _read_env(fd: int) -> dict:
 
 
 class _Server:
-    def __init__(self, ctl) -> None:
+    def __init__(self, ctl, idle_seconds=None) -> None:
         self.ctl = ctl
+        self.idle_ms = None if idle_seconds is None else max(0, int(idle_seconds * 1000))
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -102,7 +105,10 @@ class _Server:
         poller.register(self.wake_r, select.POLLIN)
         _send(self.ctl, "ready", os.getpid(), sys.version.split()[0])
         while True:
-            for fd, _ in poller.poll():
+            events = poller.poll(None if self.children else self.idle_ms)
+            if not events and not self.children:
+                return 0
+            for fd, _ in events:
                 if fd == self.wake_r:
                     self._drain_wakeups()
                 elif not self._handle_request():
@@ -180,8 +186,13 @@ class _Server:
             env = _read_env(env_fd)
             os.close(env_fd)
             os.chdir(cwd)
-            os.environ.clear()
-            os.environ.update(env)
+            # The server's own variables are the startup subset of `env`, with the
+            # same values: change only what differs (fewer pages copied).
+            for name in [n for n in os.environ if n not in env]:
+                del os.environ[name]
+            for name, value in env.items():
+                if os.environ.get(name) != value:
+                    os.environ[name] = value
             extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
             lead = [os.getcwd()] if self.lead else []
             # Import caches need no reset: a finder rereads a directory whose
@@ -235,9 +246,14 @@ def _run_worker(module: str, class_name: str, channel: int) -> int:
 
 
 def main(argv) -> int:
-    if len(argv) != 1 or not argv[0].isdigit():
+    try:
+        if len(argv) not in (1, 2) or not argv[0].isdigit():
+            raise ValueError
+        idle = float(argv[1]) if len(argv) == 2 else None
+    except ValueError:
         print(
-            "usage: python -m cjm_worker._forkserver FD (a cjm host starts this; see cjm-ctl)",
+            "usage: python -m cjm_worker._forkserver FD [IDLE_SECONDS]"
+            " (a cjm host starts this; see cjm-ctl)",
             file=sys.stderr,
         )
         return 2
@@ -251,7 +267,7 @@ def main(argv) -> int:
     # Objects that exist now are shared by every child: keep the collector from
     # touching (and so copying) their pages.
     gc.freeze()
-    return _Server(ctl).serve()
+    return _Server(ctl, idle).serve()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 PLUGIN = '''
 import os
 
@@ -21,11 +23,11 @@ class Probe:
 '''
 
 
-def _start(tmp_path):
+def _start(tmp_path, *extra):
     host, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cjm_worker._forkserver", str(server_end.fileno())],
+        [sys.executable, "-m", "cjm_worker._forkserver", str(server_end.fileno()), *extra],
         pass_fds=[server_end.fileno()],
         env=env,
         cwd=tmp_path,
@@ -112,3 +114,38 @@ def test_a_malformed_request_fails_alone_and_the_server_keeps_serving(tmp_path):
     finally:
         host.close()
         proc.wait(timeout=20)
+
+
+def test_an_idle_server_exits_but_never_while_it_has_a_worker(tmp_path):
+    (tmp_path / "probe_plugin.py").write_text(PLUGIN)
+    host, proc = _start(tmp_path, "0.3")
+    try:
+        assert host.recv(4096).startswith(b"ready ")
+        channel, out_r = _request(host, tmp_path, 1, [b"PYTHONPATH=" + bytes(tmp_path)])
+        assert host.recv(4096).startswith(b"spawned 1 ")
+        # Twice the idle time with a worker alive: nothing, and no exit.
+        host.settimeout(0.6)
+        with pytest.raises(socket.timeout):
+            host.recv(4096)
+        assert proc.poll() is None
+        host.settimeout(20)
+        channel.close()
+        assert host.recv(4096).startswith(b"exited ")
+        # Now idle: it leaves on its own, cleanly.
+        assert host.recv(4096) == b"", "the server closed its end"
+        assert proc.wait(timeout=20) == 0
+        os.close(out_r)
+    finally:
+        host.close()
+        proc.wait(timeout=20)
+
+
+def test_a_bad_idle_time_is_a_usage_error():
+    run = subprocess.run(
+        [sys.executable, "-m", "cjm_worker._forkserver", "3", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert "IDLE_SECONDS" in run.stderr
