@@ -987,6 +987,42 @@ impl Manager {
         self.set_state(inst, after);
     }
 
+    /// The reference's `load_all`: discovers again, then loads the default
+    /// instance of every installed plugin that runs on this platform, all at once.
+    /// `configs` gives some of them a configuration; the others get their
+    /// persisted one, else the schema's defaults. One outcome per plugin, by name:
+    /// a plugin that fails to load does not stop the others.
+    pub fn load_all(
+        &self,
+        configs: &BTreeMap<String, Map<String, serde_json::Value>>,
+    ) -> BTreeMap<String, Result<String, ManagerError>> {
+        self.rediscover();
+        let specs: Vec<LoadSpec> = self
+            .compatible()
+            .into_iter()
+            .map(|d| {
+                let mut spec = LoadSpec::new(d.manifest.code.name);
+                spec.config = configs.get(&spec.plugin).cloned();
+                spec
+            })
+            .collect();
+        let outcomes = self.load_many(&specs);
+        specs.into_iter().map(|s| s.plugin).zip(outcomes).collect()
+    }
+
+    /// Unloads every instance, their workers stopped in parallel.
+    pub fn unload_all(&self) {
+        let ids = self.instance_ids();
+        std::thread::scope(|s| {
+            for id in &ids {
+                s.spawn(move || {
+                    // An instance unloaded meanwhile by another caller is gone already.
+                    let _ = self.unload(id);
+                });
+            }
+        });
+    }
+
     /// Unloads instance `id`: its worker stopped (`cleanup()` first), the instance
     /// forgotten.
     pub fn unload(&self, id: &str) -> Result<(), ManagerError> {

@@ -311,3 +311,40 @@ fn workers_are_forked_by_default_and_executed_on_request() {
     let w = executed.worker("counter").expect("a worker");
     assert_eq!(parent_of(w.pid()), host, "executed by the host");
 }
+
+#[test]
+fn load_all_loads_every_installed_plugin_at_once_and_unload_all_stops_them() {
+    let p = Project::new("load-all");
+    p.manifest("whisper", "transcription", "TranscriptionPlugin");
+    let m = p.manager();
+    let configs = [("whisper".to_owned(), map(json!({"step": 3})))].into();
+    let loaded = m.load_all(&configs);
+    assert_eq!(
+        loaded.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["counter", "whisper"]
+    );
+    for (name, outcome) in &loaded {
+        assert_eq!(outcome.as_ref().unwrap(), name, "the default instance");
+        assert_eq!(m.state(name), Some(InstanceState::Ready));
+    }
+    let out = m.execute("whisper", vec![], vec![]).unwrap();
+    assert_eq!(
+        out.get("config").unwrap().to_json()["step"],
+        json!(3),
+        "its given config"
+    );
+    let pids: Vec<u32> = ["counter", "whisper"]
+        .iter()
+        .map(|id| m.worker(id).unwrap().pid())
+        .collect();
+    m.unload_all();
+    assert!(m.instance_ids().is_empty());
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || fs_err::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "worker {pid} stopped"
+        );
+    }
+}
