@@ -184,11 +184,7 @@ impl ConfigStore {
     }
 
     fn sql_error(&self, action: String, source: sqlx::Error) -> StoreError {
-        StoreError::Sql {
-            path: self.db.path().to_owned(),
-            action,
-            source,
-        }
+        self.db.sql_error(action, source)
     }
 }
 

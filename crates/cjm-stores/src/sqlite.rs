@@ -83,6 +83,15 @@ impl LazyDb {
         self.pool.get_or_try_init(|| self.open()).await
     }
 
+    /// A failed statement, named with this database's file and what it was for.
+    pub(crate) fn sql_error(&self, action: String, source: sqlx::Error) -> StoreError {
+        StoreError::Sql {
+            path: self.path.clone(),
+            action,
+            source,
+        }
+    }
+
     /// Closes the pool, if it was opened, waiting for its connections to finish.
     pub(crate) async fn close(self) {
         if let Some(pool) = self.pool.into_inner() {
