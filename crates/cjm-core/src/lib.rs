@@ -43,8 +43,8 @@ pub use crate::{
         UnknownCategory, WorkerExit,
     },
     hashing::{
-        HashError, canonical_json, hash_bytes, hash_dict_canonical, hash_file, python_json,
-        verify_hash,
+        HashError, canonical_json, hash_bytes, hash_dict_canonical, hash_file, is_python_falsy,
+        python_json, verify_hash,
     },
     metadata::{PluginInstance, PluginMeta, PluginTaxonomy, ResourceRequirements},
     timestamp::isoformat_utc,

@@ -26,13 +26,4 @@ pub(crate) fn expected(what: &str, found: &Value) -> String {
 
 /// Python's truthiness of a JSON value, which the reference leans on with
 /// `value or default` and `bool(value)`.
-pub(crate) fn is_falsy(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Bool(value) => !value,
-        Value::Number(number) => number.as_f64() == Some(0.0),
-        Value::String(text) => text.is_empty(),
-        Value::Array(items) => items.is_empty(),
-        Value::Object(entries) => entries.is_empty(),
-    }
-}
+pub(crate) use cjm_core::is_python_falsy as is_falsy;

@@ -194,7 +194,7 @@ impl SecretStore {
                 {
                     plugins.shift_remove(&plugin);
                 }
-                if data.get(&scope).is_none_or(is_falsy) {
+                if data.get(&scope).is_none_or(cjm_core::is_python_falsy) {
                     data.shift_remove(&scope);
                 }
                 Ok(true)
@@ -258,18 +258,6 @@ fn object_entry<'a>(
     map.entry(name)
         .or_insert_with(|| Value::Object(Map::new()))
         .as_object_mut()
-}
-
-/// Whether Python finds `value` false (`not data.get(scope)`).
-fn is_falsy(value: &Value) -> bool {
-    match value {
-        Value::Null => true,
-        Value::Bool(value) => !value,
-        Value::Number(number) => number.as_f64() == Some(0.0),
-        Value::String(text) => text.is_empty(),
-        Value::Array(items) => items.is_empty(),
-        Value::Object(entries) => entries.is_empty(),
-    }
 }
 
 /// Wraps an IO error on `path` with what was being done.

@@ -136,7 +136,9 @@ pub fn hash_dict_canonical(data: &serde_json::Value) -> String {
     hash_bytes(text.as_bytes())
 }
 
-fn is_python_falsy(value: &serde_json::Value) -> bool {
+/// Python's truthiness of a JSON value (`not value`), which the reference leans
+/// on with `value or default` and `bool(value)`.
+pub fn is_python_falsy(value: &serde_json::Value) -> bool {
     use serde_json::Value;
     match value {
         Value::Null => true,
