@@ -26,8 +26,10 @@
 
 mod config;
 mod errors;
+mod files;
 mod hashing;
 mod metadata;
+mod spelling;
 mod timestamp;
 pub mod yaml;
 
@@ -42,10 +44,12 @@ pub use crate::{
         PluginRef, RaisedException, ResourceShortfall, ShortfallResource, TracebackPolicy,
         UnknownCategory, WorkerExit,
     },
+    files::{MAX_CONFIG_FILE_BYTES, path_component_problem, read_capped, read_capped_bytes},
     hashing::{
         HashError, canonical_json, hash_bytes, hash_dict_canonical, hash_file, is_python_falsy,
         python_json, verify_hash,
     },
     metadata::{PluginInstance, PluginMeta, PluginTaxonomy, ResourceRequirements},
+    spelling::did_you_mean,
     timestamp::isoformat_utc,
 };

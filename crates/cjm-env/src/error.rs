@@ -60,6 +60,17 @@ pub enum EnvError {
         /// The fix, e.g. `set runtime.prefix or runtime.binaries.linux-x64 in cjm.yaml`.
         fix: String,
     },
+    /// An environment key that is not one plain folder name (it came from a
+    /// manifest someone edited); nothing is touched.
+    #[error(
+        "environment key {key:?} cannot be used: it {why}, and would name a folder outside the environments folder"
+    )]
+    UnsafeKey {
+        /// The key as given.
+        key: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// The backend is not available in this build.
     #[error("the {backend} backend is not supported yet")]
     Unsupported {
@@ -192,6 +203,9 @@ impl EnvError {
             ),
             Self::Io { .. } => Some("check that the data directory is writable".into()),
             Self::Unsupported { .. } => Some("use `backend: uv` in plugins.yaml".into()),
+            Self::UnsafeKey { .. } => Some(
+                "the manifest's install.env_key was edited by hand: reinstall the plugin (`cjm-ctl install-all --force -p NAME`)".into(),
+            ),
         }
     }
 }

@@ -306,6 +306,12 @@ impl EnvStore {
 
     /// Deletes environment `key` (its next `ensure` rebuilds it).
     pub fn remove(&self, key: &EnvKey) -> Result<(), EnvError> {
+        if let Some(why) = cjm_core::path_component_problem(&key.0) {
+            return Err(EnvError::UnsafeKey {
+                key: key.0.clone(),
+                why,
+            });
+        }
         remove_dir_if_exists(&self.dir(key))
     }
 

@@ -32,6 +32,7 @@ mod json;
 mod manifest;
 mod plugins;
 mod validate;
+mod worker_env;
 
 pub use crate::{
     discover::{Discovered, Discovery, default_search_paths, discover},
@@ -42,4 +43,5 @@ pub use crate::{
     },
     plugins::{Backend, DeclaredResources, PluginSpec, PluginsFile},
     validate::validate_manifest,
+    worker_env::WorkerEnvVar,
 };

@@ -340,9 +340,11 @@ fn python_title(text: &str) -> String {
 }
 
 fn read(path: &Path) -> Result<String, ManifestError> {
-    fs_err::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.to_owned(),
-        source,
+    cjm_core::read_capped(path, cjm_core::MAX_CONFIG_FILE_BYTES).map_err(|source| {
+        ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 
@@ -468,9 +470,19 @@ impl Reader {
     }
 
     fn install(&mut self, map: &Map<String, Value>, path: &str) -> InstallSection {
+        let conda_env = self.string(map, "conda_env", path);
+        if !conda_env.is_empty() {
+            self.path_component(&conda_env, &join(path, "conda_env"), "an environment name");
+        }
+        // cjm's own install key: the folder under `envs/` that `remove` deletes.
+        if let Some(Value::String(key)) = map.get("env_key")
+            && !key.is_empty()
+        {
+            self.path_component(key, &join(path, "env_key"), "an environment key");
+        }
         InstallSection {
             python_path: self.string(map, "python_path", path),
-            conda_env: self.string(map, "conda_env", path),
+            conda_env,
             db_path: self.string(map, "db_path", path),
             env_vars: self.env_vars(map, path),
             installed_at: self.string(map, "installed_at", path),
@@ -481,8 +493,12 @@ impl Reader {
     }
 
     fn code(&mut self, map: &Map<String, Value>, path: &str, v2: bool) -> CodeSection {
+        let name = self.string(map, "name", path);
+        if !name.is_empty() {
+            self.path_component(&name, &join(path, "name"), "a plugin name");
+        }
         CodeSection {
-            name: self.string(map, "name", path),
+            name,
             version: self.string(map, "version", path),
             description: self.string(map, "description", path),
             module: self.string(map, "module", path),
@@ -503,6 +519,17 @@ impl Reader {
 
     fn problem(&mut self, path: &str, message: String) {
         self.problems.push(Problem::new(path, message));
+    }
+
+    /// A name cjm joins to one of its folders (`manifests/<name>.json`,
+    /// `envs/<key>`) must stay inside it.
+    fn path_component(&mut self, name: &str, path: &str, what: &str) {
+        if let Some(why) = cjm_core::path_component_problem(name) {
+            self.problem(
+                path,
+                format!("{name:?} cannot be {what}: it {why}, and cjm uses it as a file name"),
+            );
+        }
     }
 
     /// `value or ""`, with anything truthy that is not a string refused.

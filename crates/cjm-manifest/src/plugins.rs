@@ -35,6 +35,10 @@ use crate::error::{FileKind, ManifestError, Problem, Problems};
 pub struct PluginsFile {
     /// The entries, in file order; their names are unique.
     pub plugins: Vec<PluginSpec>,
+    /// Keys this version does not know, each with its path, line and the key
+    /// likely meant; they are ignored (as the reference ignores them), and the
+    /// CLI prints them as warnings.
+    pub warnings: Vec<Problem>,
 }
 
 /// One plugin to install.
@@ -148,10 +152,13 @@ impl PluginsFile {
     /// Reads and checks a plugins.yaml file, failing with every problem found.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ManifestError> {
         let path = path.as_ref();
-        let text = fs_err::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            cjm_core::read_capped(path, cjm_core::MAX_CONFIG_FILE_BYTES).map_err(|source| {
+                ManifestError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
         Self::from_yaml_str(&text, path)
     }
 
@@ -172,8 +179,9 @@ impl PluginsFile {
                 column: 0,
             });
         let mut reader = Reader::default();
-        let file = reader.file(&root);
+        let mut file = reader.file(&root);
         if reader.problems.is_empty() {
+            file.warnings = reader.warnings;
             Ok(file)
         } else {
             Err(ManifestError::Invalid {
@@ -192,15 +200,75 @@ impl PluginsFile {
 
 const RESOURCE_KEYS: [&str; 3] = ["ram_mb", "vram_mb", "gpu"];
 
+/// Every key an entry may have: the reference's, then cjm's.
+const ENTRY_KEYS: &[&str] = &[
+    "name",
+    "env_name",
+    "package",
+    "env_file",
+    "python_version",
+    "interface_libs",
+    "backend",
+    "python_path",
+    "requirements",
+    "index_url",
+    "extra_index_urls",
+    "find_links",
+    "no_index",
+    "env_vars",
+    "resources",
+];
+
 #[derive(Default)]
 struct Reader {
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Reader {
     fn problem(&mut self, path: &str, line: Option<usize>, message: impl Into<String>) {
         self.problems
             .push(Problem::new(path, message).at_line(line));
+    }
+
+    /// Warns about every key of `node` not in `known`, naming the one likely meant.
+    fn unknown_keys(&mut self, node: &Node, known: &[&str], path: &str) {
+        let Value::Map(entries) = &node.value else {
+            return;
+        };
+        for (key, _) in entries {
+            let Value::Str(name) = &key.value else {
+                continue;
+            };
+            if known.contains(&name.as_str()) {
+                continue;
+            }
+            let field = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            let message = match cjm_core::did_you_mean(name, known.iter().copied()) {
+                Some(meant) => format!("unknown key ignored; did you mean `{meant}`?"),
+                None => format!("unknown key ignored (known: {})", known.join(", ")),
+            };
+            self.warnings
+                .push(Problem::new(field, message).at_line(line_of(key)));
+        }
+    }
+
+    /// A name cjm turns into a file or folder name must stay inside its folder.
+    fn path_component(&mut self, node: &Node, key: &str, path: &str, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if let Some(why) = cjm_core::path_component_problem(text) {
+            self.problem(
+                &format!("{path}.{key}"),
+                node.get(key).and_then(line_of),
+                format!("{text:?} cannot be used: it {why}, and cjm uses it as a file name"),
+            );
+        }
     }
 
     fn wrong(&mut self, path: &str, node: &Node, what: &str) {
@@ -216,6 +284,7 @@ impl Reader {
             self.wrong("", root, "a mapping with a `plugins` list at the top level");
             return PluginsFile::default();
         }
+        self.unknown_keys(root, &["plugins"], "");
         let plugins = match root.get("plugins") {
             None => {
                 self.problem("plugins", line_of(root), "required key is missing");
@@ -265,8 +334,11 @@ impl Reader {
             return None;
         }
         let field = |key: &str| format!("{path}.{key}");
+        self.unknown_keys(node, ENTRY_KEYS, path);
         let name = self.required_string(node, "name", path);
+        self.path_component(node, "name", path, &name);
         let env_name = self.required_string(node, "env_name", path);
+        self.path_component(node, "env_name", path, &env_name);
         let package = self.required_string(node, "package", path);
         let env_file = self.optional_string(node, "env_file", path);
         let python_version = node

@@ -277,49 +277,10 @@ pub(crate) fn unknown_key_rule(key: &str, accepted: &[String]) -> String {
         return "unknown key (it accepts none)".to_owned();
     }
     let listed = list(accepted.iter().cloned());
-    match closest(key, accepted) {
+    match cjm_core::did_you_mean(key, accepted.iter().map(String::as_str)) {
         Some(meant) => format!("unknown key; did you mean `{meant}`? (accepted: {listed})"),
         None => format!("unknown key (accepted: {listed})"),
     }
-}
-
-/// The accepted key `key` is most likely a typo of: the same but for case, or
-/// within two edits (one for very short keys).
-fn closest<'a>(key: &str, accepted: &'a [String]) -> Option<&'a str> {
-    let budget = if key.chars().count() <= 4 { 1 } else { 2 };
-    accepted
-        .iter()
-        .map(|known| {
-            let distance = if known.eq_ignore_ascii_case(key) {
-                0
-            } else {
-                edit_distance(key, known)
-            };
-            (distance, known)
-        })
-        .filter(|(distance, _)| *distance <= budget)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, known)| known.as_str())
-}
-
-/// Levenshtein distance, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                diagonal
-            } else {
-                1 + diagonal.min(above).min(row[j])
-            };
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 fn type_kinds(kind: &TypeKind) -> Vec<JsonType> {

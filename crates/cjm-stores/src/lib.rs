@@ -61,5 +61,5 @@ pub use crate::{
     empirical::{EmpiricalRecord, EmpiricalStore, ResourceSample, compute_config_hash},
     error::StoreError,
     paths::{CONFIG_DB_FILE_NAME, EMPIRICAL_DB_FILE_NAME, SECRETS_DIR_NAME, SECRETS_FILE_NAME},
-    secrets::{DEFAULT_SCOPE, SecretStore, SecretValue},
+    secrets::{DEFAULT_SCOPE, SecretStore, SecretValue, secret_key_problem},
 };

@@ -139,6 +139,13 @@ impl SecretStore {
         value: &SecretValue,
         scope: Option<&str>,
     ) -> Result<(), StoreError> {
+        if let Some(reason) = secret_key_problem(key) {
+            return Err(StoreError::Invalid {
+                path: self.path().to_owned(),
+                action: format!("store secret {key:?} of plugin `{plugin_name}`"),
+                reason: reason.to_owned(),
+            });
+        }
         let (plugin, key, scope) = (plugin_name.to_owned(), key.to_owned(), scope_key(scope));
         let value = value.clone();
         self.blocking("write a secret to", move |paths| {
@@ -289,7 +296,7 @@ impl Paths {
 
     /// The whole file, or an empty object when it does not exist.
     fn load(&self) -> Result<Map<String, Value>, StoreError> {
-        let text = match fs_err::read_to_string(&self.file) {
+        let text = match cjm_core::read_capped(&self.file, cjm_core::MAX_CONFIG_FILE_BYTES) {
             Ok(text) => text,
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Map::new()),
             Err(error) => return Err(io_error(&self.file, "read the secrets file")(error)),
@@ -422,4 +429,19 @@ fn write_temp(temp: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(io_error(temp, "write a temporary secrets file"))
+}
+
+/// Why `key` cannot name a secret, or `None`. A secret reaches its worker as an
+/// environment variable named by its key, and no environment variable's name is
+/// empty or holds a `=` or a NUL byte.
+pub fn secret_key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("a secret's key cannot be empty: it is the name of the variable its worker reads")
+    } else if key.contains('=') {
+        Some("a secret's key cannot contain `=`: it is the name of the variable its worker reads")
+    } else if key.contains('\0') {
+        Some("a secret's key cannot contain a NUL byte")
+    } else {
+        None
+    }
 }

@@ -505,7 +505,7 @@ fn read_file_layer(path: &Path) -> Result<FileLayer, ConfigError> {
         path: path.to_owned(),
         source,
     };
-    let bytes = fs_err::read(path).map_err(read_error)?;
+    let bytes = crate::read_capped_bytes(path, crate::MAX_CONFIG_FILE_BYTES).map_err(read_error)?;
     // The reference joins relative paths to the file's folder after `resolve()`.
     let folder = path.parent().unwrap_or(Path::new("."));
     let base = fs_err::canonicalize(folder).map_err(read_error)?;
