@@ -19,6 +19,16 @@ pub enum ManagerError {
         /// What is installed, joined.
         installed: String,
     },
+    /// No instance with this id is loaded.
+    #[error("instance {instance_id:?} is not loaded (loaded: {loaded})")]
+    NotLoaded {
+        /// The id asked for.
+        instance_id: String,
+        /// The loaded instances, joined.
+        loaded: String,
+        /// Whether an installed plugin has this name (so loading it would help).
+        installed: bool,
+    },
     /// An explicit instance id that breaks the rules.
     #[error("instance id {id:?} is not valid: use 1 to 64 letters, digits, `_` or `-`")]
     InvalidInstanceId {
@@ -101,6 +111,16 @@ impl ManagerError {
             Self::NotInstalled { .. } => Some(
                 "add the plugin to plugins.yaml and run `cjm-ctl install-all`, or check the search paths".into(),
             ),
+            Self::NotLoaded {
+                instance_id,
+                installed: true,
+                ..
+            } => Some(format!(
+                "load it first: `manager.load(&LoadSpec::new(\"{instance_id}\"))`, or call the id `load` returned"
+            )),
+            Self::NotLoaded { instance_id, .. } => Some(format!(
+                "load an instance under this id first: `manager.load(&LoadSpec::new(PLUGIN).instance(\"{instance_id}\"))`; `Manager::instance_ids` lists the loaded ones"
+            )),
             Self::InvalidInstanceId { .. } => None,
             Self::Plugin(e) => e.hint(),
             Self::Worker(e) => e.hint(),
@@ -122,7 +142,7 @@ impl ManagerError {
             )),
             Self::Store(_) => Some("check that the data directory is readable and writable".into()),
             Self::CrashLooping { instance_id, .. } => Some(format!(
-                "read the plugin's log (`get_plugin_logs`), fix the cause, then reset the instance (`Manager::reset(\"{instance_id}\")`)"
+                "read the plugin's log (`Manager::logs`, or `<data_dir>/logs/PLUGIN.log`), fix the cause, then reset the instance (`Manager::reset(\"{instance_id}\")`)"
             )),
         }
     }

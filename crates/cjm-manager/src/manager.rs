@@ -77,6 +77,11 @@ pub struct LoadSpec {
     pub max_concurrent: Option<usize>,
     /// Stop the worker after this long without a call; it restarts on demand.
     pub idle_ttl: Option<Duration>,
+    /// More variables for this instance's worker, on top of the manifest's
+    /// `install.env_vars` (never secrets: those come from the secret store). A
+    /// variable the plugin declares in `WORKER_ENV` is resolved as declared and
+    /// wins; override one with [`Manager::set_env_override`].
+    pub env: Vec<(String, String)>,
 }
 
 impl LoadSpec {
@@ -414,6 +419,7 @@ impl Manager {
         let (config, enabled) = self.effective_config(spec, &id, &manifest)?;
         let mut worker_spec = crate::launch::worker_spec(&manifest, &self.inner.cfg);
         worker_spec.start_method = self.inner.start_method;
+        worker_spec.env.extend(spec.env.iter().cloned());
         if id != spec.plugin {
             worker_spec.instance_id = Some(id.clone());
         }
@@ -788,9 +794,17 @@ impl Manager {
 
     fn instance(&self, id: &str) -> Result<Arc<Instance>, ManagerError> {
         self.get(id).ok_or_else(|| {
-            ManagerError::Plugin(PluginError::NotLoaded {
-                plugin: PluginRef::new(id),
-            })
+            let mut loaded = self.instance_ids();
+            loaded.sort();
+            ManagerError::NotLoaded {
+                instance_id: id.to_owned(),
+                loaded: if loaded.is_empty() {
+                    "none".to_owned()
+                } else {
+                    loaded.join(", ")
+                },
+                installed: self.manifest(id).is_some(),
+            }
         })
     }
 
@@ -889,10 +903,16 @@ impl Manager {
         spec.env.extend(resolved);
         self.set_state(inst, InstanceState::Starting);
         let started = Worker::spawn(spec).and_then(|w| {
-            let config = serde_json::Value::Object(lock(&inst.config).clone());
+            let config = lock(&inst.config).clone();
+            // As the reference does: `initialize` only when there is a
+            // configuration to give (a plugin without a schema, or whose schema
+            // has no defaults and got no values, is never initialized).
+            if config.is_empty() {
+                return Ok(w);
+            }
             match w.call_blocking(
                 "initialize",
-                vec![Value::from(config)],
+                vec![Value::from(serde_json::Value::Object(config))],
                 vec![],
                 CallOptions::default(),
             ) {

@@ -83,10 +83,17 @@ fn an_instance_goes_through_its_states_and_is_called() {
     m.unload(&id).unwrap();
     assert_eq!(m.state(&id), None);
     let err = m.execute(&id, vec![], vec![]).unwrap_err();
-    assert!(matches!(
-        err,
-        ManagerError::Plugin(PluginError::NotLoaded { .. })
-    ));
+    assert!(
+        matches!(&err, ManagerError::NotLoaded { instance_id, .. } if *instance_id == id),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("instance {id:?} is not loaded")),
+        "{err}"
+    );
+    let hint = err.hint().unwrap_or_default();
+    assert!(hint.contains(&format!("LoadSpec::new(\"{id}\")")), "{hint}");
 }
 
 #[test]
