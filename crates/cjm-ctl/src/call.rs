@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cjm::manager::{LoadSpec, Manager, ManagerError, ManagerOptions, StartMethod};
 use cjm::proto::Value;
-use cjm::proxy::{CallOptions, Worker, WorkerError, WorkerSpec};
+use cjm::proxy::{CallOptions, Event, Worker, WorkerError, WorkerSpec};
 
 use crate::ctx::{Ctx, Global};
 
@@ -29,11 +30,18 @@ pub(crate) struct CallArgs {
     #[arg(long, value_name = "JSON")]
     config: Option<String>,
     /// Give up (and cancel the call) after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    timeout: Option<f64>,
+    #[arg(long, value_name = "SECONDS", value_parser = crate::ctx::seconds)]
+    timeout: Option<Duration>,
     /// Skip comparing the plugin's live config schema with its manifest's.
     #[arg(long)]
     no_drift_check: bool,
+    /// Write binary results (bytes, arrays) to this file (more than one: FILE,
+    /// FILE.1, ...); without it a binary result is refused, never dropped.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Call `execute_stream` and print one JSON line per chunk.
+    #[arg(long)]
+    stream: bool,
     /// Without a manifest: the interpreter of the plugin's environment.
     #[arg(long, requires_all = ["module", "class"])]
     python: Option<PathBuf>,
@@ -82,16 +90,14 @@ struct Call {
 }
 
 pub(crate) fn run(a: &CallArgs, global: &Global) -> anyhow::Result<ExitCode> {
-    let config = a
-        .config
-        .as_deref()
-        .map(|s| json(s, "--config"))
-        .transpose()?
-        .unwrap_or(Value::Map(Vec::new()));
-    let opts = CallOptions {
-        timeout: a.timeout.map(Duration::from_secs_f64),
-    };
+    let opts = CallOptions { timeout: a.timeout };
     if let Some(python) = &a.python {
+        let config = a
+            .config
+            .as_deref()
+            .map(|s| json(s, "--config"))
+            .transpose()?
+            .unwrap_or(Value::Map(Vec::new()));
         let (module, class) = (
             a.module.clone().unwrap_or_default(),
             a.class.clone().unwrap_or_default(),
@@ -108,33 +114,27 @@ pub(crate) fn run(a: &CallArgs, global: &Global) -> anyhow::Result<ExitCode> {
                 .collect::<anyhow::Result<_>>()?,
             kwargs: json_object(a.kwargs.as_deref(), "--kwargs")?,
         };
-        return Ok(call_worker(spec, &config, &call, opts, None));
+        return Ok(call_worker(spec, &config, &call, opts, a.output.as_deref()));
     }
+    call_installed(a, global, opts)
+}
 
-    let ctx = Ctx::load(global)?;
-    let discovery = ctx.discover();
-    let Some(found) = discovery.get(&a.target) else {
-        let installed: Vec<&str> = discovery
-            .found
-            .iter()
-            .map(|d| d.manifest.code.name.as_str())
-            .collect();
-        bail!(
-            "plugin {} is not installed (installed: {}); add it to plugins.yaml and run `cjm-ctl install-all`",
-            a.target,
-            if installed.is_empty() {
-                "none".to_owned()
-            } else {
-                installed.join(", ")
-            }
-        );
-    };
+/// `call PLUGIN`: the plugin's default instance, loaded by the manager exactly as
+/// an application gets it (persisted and validated configuration, secrets,
+/// visible `WORKER_ENV` variables, the enabled flag), called once, unloaded.
+fn call_installed(a: &CallArgs, global: &Global, opts: CallOptions) -> anyhow::Result<ExitCode> {
+    crate::ctx::plugin_name(&a.target).map_err(|e| anyhow::anyhow!("{}: {e}", a.target))?;
+    let mut ctx = Ctx::load(global)?;
+    if a.no_drift_check {
+        ctx.cfg.substrate.drift_detection = false;
+    }
     if a.rest.len() > 1 {
         bail!(
             "call takes one ACTION after the plugin name, got {:?}; pass arguments with --args",
             a.rest
         );
     }
+    let config = json_object(a.config.as_deref(), "--config")?;
     let (args, mut kwargs) = match a.args.as_deref().map(|s| json(s, "--args")).transpose()? {
         None => (Vec::new(), Vec::new()),
         Some(Value::Map(m)) => (Vec::new(), m),
@@ -147,31 +147,173 @@ pub(crate) fn run(a: &CallArgs, global: &Global) -> anyhow::Result<ExitCode> {
     if let Some(action) = a.rest.first() {
         kwargs.push(("action".to_owned(), Value::from(action.as_str())));
     }
-    let mut spec = cjm::launch::worker_spec(&found.manifest, &ctx.cfg);
-    spec.env.extend(a.env.iter().cloned());
-    let drift = (ctx.cfg.substrate.drift_detection && !a.no_drift_check)
-        .then(|| (found.manifest.clone(), found.path.clone()));
-    let call = Call {
-        method: "execute".into(),
-        args,
-        kwargs,
+    let manager = Manager::new(
+        ctx.cfg.clone(),
+        ManagerOptions {
+            // One call: a forkserver would be one more process to start.
+            start_method: StartMethod::Spawn,
+            reap_interval: None,
+            ..ManagerOptions::default()
+        },
+    );
+    let Some(manifest) = manager.manifest(&a.target) else {
+        let discovery = ctx.discover();
+        return Err(crate::ctx::not_installed(&a.target, &discovery));
     };
-    Ok(call_worker(spec, &config, &call, opts, drift))
+    let mut spec = LoadSpec::new(&a.target);
+    if a.config.is_some() {
+        spec.config = Some(
+            config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        );
+    }
+    let declared = manifest.code.worker_env_vars();
+    for (key, value) in &a.env {
+        match declared.iter().find(|v| v.name == *key) {
+            Some(var) if var.secret => bail!(
+                "{key} is a secret of plugin {}: store it with `cjm-ctl set-secret {} {key}` (a secret on the command line would reach shell history)",
+                a.target,
+                a.target
+            ),
+            Some(_) => {
+                if let Err(e) = manager.set_env_override(&a.target, key, Some(value.clone())) {
+                    return Ok(report_manager(&e));
+                }
+            }
+            None => spec.env.push((key.clone(), value.clone())),
+        }
+    }
+    let mut events = manager.subscribe();
+    let id = match manager.load(&spec) {
+        Ok(id) => id,
+        Err(e) => return Ok(report_manager(&e)),
+    };
+    while let Ok(event) = events.try_recv() {
+        if let cjm::manager::ManagerEvent::Drift { message, .. } = event {
+            eprintln!("warning: {message}");
+        }
+    }
+    let code = match manager.worker(&id) {
+        Some(worker) => {
+            let progress = Progress::watch(&worker);
+            let outcome = if a.stream {
+                print_stream(&worker, args, kwargs)
+            } else {
+                manager.call(&id, "execute", args, kwargs, opts).map(|v| {
+                    drop(progress);
+                    print_value(&v, a.output.as_deref())
+                })
+            };
+            match outcome {
+                Ok(code) => code,
+                Err(e) => report_manager(&e),
+            }
+        }
+        None => report_manager(&ManagerError::NotLoaded {
+            instance_id: id.clone(),
+            loaded: "none".into(),
+            installed: true,
+        }),
+    };
+    manager.unload_all();
+    Ok(code)
 }
 
-/// Spawns, initializes, optionally checks drift, calls, prints, stops.
+/// Prints `execute_stream`'s chunks, one JSON line each.
+fn print_stream(
+    worker: &Worker,
+    args: Vec<Value>,
+    kwargs: Vec<(String, Value)>,
+) -> Result<ExitCode, ManagerError> {
+    let mut out = std::io::stdout().lock();
+    for chunk in worker.stream(args, kwargs)? {
+        if writeln!(out, "{}", chunk?.to_json()).is_err() {
+            // A closed pipe (`| head`): the reader has what it wanted.
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Progress the plugin reports, as a bar on stderr while a call runs (nothing
+/// when stderr is not a terminal); the bar goes when this is dropped.
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    fn watch(worker: &Worker) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(1000),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {percent:>3}% {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let mut events = worker.events();
+        let shown = bar.clone();
+        std::thread::spawn(move || {
+            while let Some(event) = events.blocking_recv() {
+                if let Event::Progress {
+                    progress, message, ..
+                } = event
+                {
+                    if progress >= 0.0 {
+                        shown.set_position((progress.clamp(0.0, 1.0) * 1000.0) as u64);
+                    }
+                    shown.set_message(message);
+                }
+            }
+        });
+        Self { bar }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Prints a manager error (and its hint) on stderr; the exit code says what kind.
+fn report_manager(e: &ManagerError) -> ExitCode {
+    match e {
+        ManagerError::Worker(w) => report(w, exit_code(w)),
+        other => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "error: {other}");
+            if let ManagerError::Plugin(cjm::core::PluginError::Raised(job)) = other
+                && let Some(tb) = &job.traceback
+            {
+                let _ = write!(err, "{tb}");
+            }
+            if let Some(h) = other.hint() {
+                let _ = writeln!(err, "hint: {h}");
+            }
+            let code = match other {
+                ManagerError::Plugin(_) | ManagerError::CrashLooping { .. } => 1,
+                _ => 2,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Spawns, initializes, calls, prints, stops.
 fn call_worker(
     spec: WorkerSpec,
     config: &Value,
     call: &Call,
     opts: CallOptions,
-    drift: Option<(cjm::manifest::Manifest, PathBuf)>,
+    output: Option<&std::path::Path>,
 ) -> ExitCode {
     let worker = match Worker::spawn(spec) {
         Ok(w) => w,
         Err(e) => return report(&e, 3),
     };
-    // Like the reference's manager, every plugin is initialized once after loading.
     if let Err(e) = worker.call_blocking(
         "initialize",
         vec![config.clone()],
@@ -180,40 +322,137 @@ fn call_worker(
     ) {
         return report(&e, exit_code(&e));
     }
-    if let Some((manifest, path)) = drift {
-        match cjm::launch::check_drift(&worker, &manifest) {
-            Ok(Some(mut d)) => {
-                d.manifest_path = Some(path);
-                eprintln!("warning: {d}");
-            }
-            Ok(None) => {}
-            Err(e) => eprintln!("warning: drift check skipped: {e}"),
+    let code = if call.method == "execute_stream" {
+        print_stream(&worker, call.args.clone(), call.kwargs.clone())
+            .unwrap_or_else(|e| report_manager(&e))
+    } else {
+        match worker.call_blocking(&call.method, call.args.clone(), call.kwargs.clone(), opts) {
+            Ok(v) => print_value(&v, output),
+            Err(e) => report(&e, exit_code(&e)),
         }
-    }
-    let code = match print_call(&worker, call, opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report(&e, exit_code(&e)),
     };
     worker.stop_blocking();
     code
 }
 
-fn print_call(worker: &Worker, call: &Call, opts: CallOptions) -> Result<(), WorkerError> {
-    let mut out = std::io::stdout().lock();
-    if call.method == "execute_stream" {
-        for chunk in worker.stream(call.args.clone(), call.kwargs.clone())? {
-            let _ = writeln!(out, "{}", chunk?.to_json());
+/// Prints a result as JSON on stdout. Binary parts (bytes, arrays), which JSON
+/// cannot hold, go to `output` (`FILE`, then `FILE.1`, ...), each replaced in the
+/// JSON by its size and file; without `output` the result is refused (exit 1)
+/// rather than printed as a size alone.
+fn print_value(v: &Value, output: Option<&std::path::Path>) -> ExitCode {
+    let mut parts = Vec::new();
+    let shown = binary_parts(v, &mut parts, "$");
+    if !parts.is_empty() {
+        let Some(output) = output else {
+            let total: usize = parts.iter().map(|(_, b)| b.len()).sum();
+            let at: Vec<&str> = parts.iter().map(|(p, _)| p.as_str()).collect();
+            eprintln!(
+                "error: the result holds {total} bytes of binary data (at {}) that JSON cannot show\nhint: pass --output FILE to write it to a file",
+                at.join(", ")
+            );
+            return ExitCode::from(1);
+        };
+        let mut files = Vec::new();
+        for (i, (_, bytes)) in parts.iter().enumerate() {
+            let path = if i == 0 {
+                output.to_owned()
+            } else {
+                let mut name = output.as_os_str().to_owned();
+                name.push(format!(".{i}"));
+                PathBuf::from(name)
+            };
+            if let Err(e) = fs_err::write(&path, bytes) {
+                eprintln!("error: {e}\nhint: choose a writable --output path");
+                return ExitCode::from(1);
+            }
+            files.push(path);
         }
-        return Ok(());
+        let text =
+            serde_json::to_string_pretty(&fill_files(shown, &files, &mut 0)).unwrap_or_default();
+        return print_line(&text);
     }
-    let v = worker.call_blocking(&call.method, call.args.clone(), call.kwargs.clone(), opts)?;
     let text = serde_json::to_string_pretty(&v.to_json()).unwrap_or_default();
-    let _ = writeln!(out, "{text}");
-    Ok(())
+    print_line(&text)
+}
+
+/// Writes one line to stdout; a closed pipe ends quietly (`| head`).
+fn print_line(text: &str) -> ExitCode {
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    ExitCode::SUCCESS
+}
+
+/// The JSON of `v` with each binary part collected into `parts` (with its JSON
+/// path) and shown as `{"__bytes__": len, "file": null}` until written.
+fn binary_parts(v: &Value, parts: &mut Vec<(String, Vec<u8>)>, path: &str) -> serde_json::Value {
+    match v {
+        Value::Bytes(b) => {
+            parts.push((path.to_owned(), b.as_slice().to_vec()));
+            serde_json::json!({"__bytes__": b.len(), "file": null})
+        }
+        Value::Array(arr) => {
+            parts.push((path.to_owned(), arr.data.as_slice().to_vec()));
+            serde_json::json!({"dtype": arr.dtype, "shape": arr.shape, "__bytes__": arr.data.len(), "file": null})
+        }
+        Value::List(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| binary_parts(item, parts, &format!("{path}[{i}]")))
+                .collect(),
+        ),
+        Value::Map(entries) => serde_json::Value::Object(
+            entries
+                .iter()
+                .map(|(k, item)| (k.clone(), binary_parts(item, parts, &format!("{path}.{k}"))))
+                .collect(),
+        ),
+        other => other.to_json(),
+    }
+}
+
+/// Puts the written files' paths into the placeholders [`binary_parts`] left, in order.
+fn fill_files(mut v: serde_json::Value, files: &[PathBuf], next: &mut usize) -> serde_json::Value {
+    match &mut v {
+        serde_json::Value::Object(map)
+            if map.contains_key("__bytes__")
+                && map.get("file") == Some(&serde_json::Value::Null) =>
+        {
+            if let Some(f) = files.get(*next) {
+                map.insert("file".into(), serde_json::json!(f));
+            }
+            *next += 1;
+            v
+        }
+        serde_json::Value::Object(map) => {
+            let taken = std::mem::take(map);
+            serde_json::Value::Object(
+                taken
+                    .into_iter()
+                    .map(|(k, item)| (k, fill_files(item, files, next)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            let taken = std::mem::take(items);
+            serde_json::Value::Array(
+                taken
+                    .into_iter()
+                    .map(|item| fill_files(item, files, next))
+                    .collect(),
+            )
+        }
+        _ => v,
+    }
 }
 
 fn exit_code(e: &WorkerError) -> u8 {
-    if matches!(e, WorkerError::Died { .. }) {
+    if matches!(
+        e,
+        WorkerError::Died { .. }
+            | WorkerError::Spawn { .. }
+            | WorkerError::Handshake { .. }
+            | WorkerError::Load { .. }
+    ) {
         3
     } else {
         1

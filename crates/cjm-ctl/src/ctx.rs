@@ -134,6 +134,9 @@ impl Ctx {
             );
         }
         let file = PluginsFile::load(&path).map_err(|e| anyhow::anyhow!(crate::with_causes(&e)))?;
+        for w in &file.warnings {
+            eprintln!("warning: {}: {w}", path.display());
+        }
         Ok((path, file))
     }
 
@@ -194,4 +197,56 @@ fn worker_version(wheel: &Path) -> anyhow::Result<String> {
         env!("CARGO_PKG_VERSION"),
         &hex[..12.min(hex.len())]
     ))
+}
+
+/// clap's parser for a plugin name: refused (a usage error) when it could not be a
+/// manifest's file name, so no verb ever joins `../x` to one of cjm's folders.
+pub(crate) fn plugin_name(s: &str) -> Result<String, String> {
+    match cjm::core::path_component_problem(s) {
+        None => Ok(s.to_owned()),
+        Some(why) => Err(format!(
+            "a plugin name {why}; plugin names are file names (`cjm-ctl list` shows the installed ones)"
+        )),
+    }
+}
+
+/// clap's parser for a duration in seconds: a finite number above zero and at
+/// most a year, so that NaN, infinities, negatives and `1e300` are usage errors
+/// rather than a panic in `Duration`.
+pub(crate) fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    const MAX: f64 = 365.0 * 24.0 * 3600.0;
+    let value: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, like 30 or 0.5; got {s:?}"))?;
+    if !value.is_finite() || value <= 0.0 || value > MAX {
+        return Err(format!(
+            "expected a number of seconds above 0 and at most {MAX} (a year); got {s:?}"
+        ));
+    }
+    std::time::Duration::try_from_secs_f64(value).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// "plugin X is not installed", with what is, and the manifests that were skipped
+/// because they could not be read (one of them may be the plugin's).
+pub(crate) fn not_installed(name: &str, discovery: &cjm_manifest::Discovery) -> anyhow::Error {
+    let installed: Vec<&str> = discovery
+        .found
+        .iter()
+        .map(|d| d.manifest.code.name.as_str())
+        .collect();
+    let mut text = format!(
+        "plugin {name} is not installed (installed: {})",
+        if installed.is_empty() {
+            "none".to_owned()
+        } else {
+            installed.join(", ")
+        }
+    );
+    for e in &discovery.errors {
+        text.push_str("\n  skipped a manifest that cannot be read: ");
+        text.push_str(&crate::with_causes(e));
+    }
+    text.push_str("\nhint: add it to plugins.yaml and run `cjm-ctl install-all`; `cjm-ctl list` shows what is installed");
+    anyhow::anyhow!(text)
 }

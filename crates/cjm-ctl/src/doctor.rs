@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cjm::core::{CjmConfig, CondaType};
-use cjm::manifest::{Discovered, Manifest};
+use cjm::manifest::{Discovered, Discovery, Manifest};
 use cjm::proto::Value;
 use cjm::proxy::{CallOptions, Worker};
 use cjm_env::CondaRuntime;
@@ -42,8 +42,8 @@ pub(crate) struct DoctorArgs {
     #[arg(long = "plugins", value_name = "PATH")]
     plugins: Option<PathBuf>,
     /// How long each plugin's drift check may take, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
-    timeout: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = crate::ctx::seconds)]
+    timeout: Duration,
     /// Exit 1 on warnings too.
     #[arg(long)]
     strict: bool,
@@ -129,6 +129,7 @@ pub(crate) fn run(a: &DoctorArgs, g: &Global) -> anyhow::Result<ExitCode> {
     checks.push(shm());
     checks.extend(memfd());
     checks.push(manifests(cfg, &discovery));
+    checks.push(secrets(&ctx, &discovery));
     if let Some(p) = &plugins {
         checks.push(plugins_file(p, &discovery));
     }
@@ -139,7 +140,7 @@ pub(crate) fn run(a: &DoctorArgs, g: &Global) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let timeout = Duration::from_secs_f64(a.timeout.max(1.0));
+    let timeout = a.timeout.max(Duration::from_secs(1));
     for d in &discovery.found {
         checks.push(plugin(cfg, d, drift, timeout));
     }
@@ -187,6 +188,67 @@ fn print(checks: &[Check], fails: usize, warns: usize) -> std::io::Result<()> {
         out,
         "\n{fails} failed, {warns} warning(s), {} ok",
         checks.len() - fails - warns
+    )
+}
+
+/// The secret store is readable, and every secret a plugin requires is set.
+fn secrets(ctx: &Ctx, discovery: &Discovery) -> Check {
+    let name = "secrets";
+    let store = crate::secrets::secret_store(ctx);
+    let Ok(rt) = crate::secrets::runtime() else {
+        return Check::fail(
+            name,
+            "cannot start an async runtime",
+            "report this as a bug",
+        );
+    };
+    let path = store.path().display().to_string();
+    // Reading the file once checks it even when no plugin declares a secret.
+    if let Err(e) = rt.block_on(store.list_keys("", None)) {
+        return Check::fail(
+            name,
+            crate::with_causes(&e),
+            format!(
+                "cjm never rewrites a broken secrets file: fix {path} by hand, or move it aside and set the secrets again with `cjm-ctl set-secret`"
+            ),
+        );
+    }
+    let mut missing = Vec::new();
+    let mut declared = 0;
+    for d in &discovery.found {
+        let code = &d.manifest.code;
+        let vars: Vec<_> = code
+            .worker_env_vars()
+            .into_iter()
+            .filter(|v| v.secret)
+            .collect();
+        if vars.is_empty() {
+            continue;
+        }
+        declared += vars.len();
+        let stored = rt
+            .block_on(store.list_keys(&code.name, None))
+            .unwrap_or_default();
+        missing.extend(
+            vars.iter()
+                .filter(|v| v.required && !stored.contains(&v.name))
+                .map(|v| (code.name.clone(), v.name.clone())),
+        );
+    }
+    if missing.is_empty() {
+        return Check::ok(
+            name,
+            format!("{path}: readable; {declared} declared secret(s), every required one set"),
+        );
+    }
+    let list: Vec<String> = missing.iter().map(|(p, k)| format!("{p}: {k}")).collect();
+    let (plugin, key) = &missing[0];
+    Check::fail(
+        name,
+        format!("required secret(s) not set: {}", list.join(", ")),
+        format!(
+            "these plugins cannot load until they are set: `cjm-ctl set-secret {plugin} {key}`"
+        ),
     )
 }
 

@@ -24,7 +24,7 @@ pub(crate) struct InstallAllArgs {
     #[arg(long)]
     force: bool,
     /// Install only this plugin (repeatable).
-    #[arg(long = "plugin", short = 'p', value_name = "NAME")]
+    #[arg(long = "plugin", short = 'p', value_name = "NAME", value_parser = crate::ctx::plugin_name)]
     only: Vec<String>,
     /// How many plugins to install at once (default: the number of CPUs).
     #[arg(long, short = 'j', value_name = "N")]
@@ -38,6 +38,7 @@ pub(crate) struct InstallAllArgs {
 #[derive(clap::Args)]
 pub(crate) struct RegenerateArgs {
     /// The plugin's name, as in its manifest.
+    #[arg(value_parser = crate::ctx::plugin_name)]
     name: String,
     /// A plugins.yaml to recover the package spec from (for manifests without one).
     #[arg(long = "plugins", value_name = "PATH")]
@@ -51,6 +52,7 @@ pub(crate) struct RegenerateArgs {
 #[derive(clap::Args)]
 pub(crate) struct RepairArgs {
     /// The plugin's name, as in plugins.yaml.
+    #[arg(value_parser = crate::ctx::plugin_name)]
     name: String,
     /// The plugins.yaml (default: the configuration's).
     #[arg(long = "plugins", value_name = "PATH")]

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use cjm_env::{CondaRuntime, EnvKey};
 use cjm_manifest::{Discovered, Manifest};
 use serde_json::json;
@@ -30,6 +30,7 @@ pub(crate) struct ListArgs {
 #[derive(clap::Args)]
 pub(crate) struct RemoveArgs {
     /// The plugin's name.
+    #[arg(value_parser = crate::ctx::plugin_name)]
     name: String,
     /// A plugins.yaml to find the conda env name in (for manifests without one).
     #[arg(long = "plugins", value_name = "PATH")]
@@ -266,11 +267,7 @@ pub(crate) fn remove(a: &RemoveArgs, global: &Global) -> anyhow::Result<ExitCode
     let ctx = Ctx::load(global)?;
     let discovery = ctx.discover();
     let Some(found) = discovery.get(&a.name) else {
-        bail!(
-            "plugin {} is not installed (no manifest named {0}.json in {} or the project's .cjm/manifests)",
-            a.name,
-            ctx.cfg.manifests_dir().display()
-        );
+        return Err(crate::ctx::not_installed(&a.name, &discovery));
     };
     let m = &found.manifest;
     let backend = m
@@ -288,7 +285,7 @@ pub(crate) fn remove(a: &RemoveArgs, global: &Global) -> anyhow::Result<ExitCode
     let conda_env = conda_env_name(&ctx, a, m)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "=== Remove plugin {} ===", a.name)?;
-    writeln!(out, "Manifest: {}", found.path.display())?;
+    writeln!(out, "Manifest: {} (will be removed)", found.path.display())?;
     let env_action = if a.keep_env {
         "kept (--keep-env)".to_owned()
     } else if backend == Some("python") {
@@ -296,7 +293,7 @@ pub(crate) fn remove(a: &RemoveArgs, global: &Global) -> anyhow::Result<ExitCode
     } else if !shared_with.is_empty() {
         format!("kept (shared with {})", shared_with.join(", "))
     } else {
-        "removed".to_owned()
+        "will be removed".to_owned()
     };
     let env_label = key
         .as_ref()
@@ -309,7 +306,7 @@ pub(crate) fn remove(a: &RemoveArgs, global: &Global) -> anyhow::Result<ExitCode
         writeln!(std::io::stdout().lock(), "Aborted.")?;
         return Ok(ExitCode::from(1));
     }
-    if env_action == "removed" {
+    if env_action == "will be removed" {
         if let Some(k) = &key {
             ctx.store_for_reading().remove(k).map_err(|e| {
                 crate::Failure(format!(

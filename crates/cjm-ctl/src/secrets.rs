@@ -14,6 +14,7 @@ use crate::ctx::{Ctx, Global};
 #[derive(clap::Args)]
 pub(crate) struct SetSecretArgs {
     /// The plugin's name (as in its manifest).
+    #[arg(value_parser = crate::ctx::plugin_name)]
     plugin: String,
     /// The secret's key: the environment variable the worker reads (e.g. GEMINI_API_KEY).
     key: String,
@@ -24,12 +25,17 @@ pub(crate) struct SetSecretArgs {
     /// Reserved multi-user scope (default: single-user).
     #[arg(long)]
     scope: Option<String>,
+    /// Store it even if the plugin is not installed or does not declare this
+    /// secret in its WORKER_ENV (e.g. before installing it).
+    #[arg(long)]
+    force: bool,
 }
 
 /// List the NAMES of a plugin's stored secrets (never the values).
 #[derive(clap::Args)]
 pub(crate) struct ListSecretsArgs {
     /// The plugin's name.
+    #[arg(value_parser = crate::ctx::plugin_name)]
     plugin: String,
     /// Reserved multi-user scope.
     #[arg(long)]
@@ -51,6 +57,7 @@ enum ConfigAction {
     /// Print the configuration a plugin's default instance loads with.
     Get {
         /// The plugin's name.
+        #[arg(value_parser = crate::ctx::plugin_name)]
         plugin: String,
         /// The instance (only a plugin's default instance is persisted).
         #[arg(long)]
@@ -60,6 +67,7 @@ enum ConfigAction {
     /// JSON, or a plain string), validated against the plugin's schema.
     Set {
         /// The plugin's name.
+        #[arg(value_parser = crate::ctx::plugin_name)]
         plugin: String,
         /// KEY=VALUE pairs.
         #[arg(required = true)]
@@ -73,19 +81,25 @@ enum ConfigAction {
     },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start an async runtime")
 }
 
-fn secret_store(ctx: &Ctx) -> SecretStore {
+pub(crate) fn secret_store(ctx: &Ctx) -> SecretStore {
     SecretStore::new(ctx.cfg.data_dir.join(cjm_stores::SECRETS_DIR_NAME))
 }
 
 pub(crate) fn set_secret(a: &SetSecretArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    if let Some(why) = cjm_stores::secret_key_problem(&a.key) {
+        bail!("cannot store secret {:?} for {}: {why}", a.key, a.plugin);
+    }
     let ctx = Ctx::load(global)?;
+    if !a.force {
+        check_declared(&ctx, &a.plugin, &a.key)?;
+    }
     let value = match &a.value {
         Some(v) => v.clone(),
         None => read_secret(&format!("{} for {}: ", a.key, a.plugin))?,
@@ -114,6 +128,45 @@ pub(crate) fn set_secret(a: &SetSecretArgs, global: &Global) -> anyhow::Result<E
         store.path().display()
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a secret the plugin would never read: an unknown plugin (a typo), or a
+/// key its WORKER_ENV does not declare as a secret.
+fn check_declared(ctx: &Ctx, plugin: &str, key: &str) -> anyhow::Result<()> {
+    let discovery = ctx.discover();
+    let Some(found) = discovery.get(plugin) else {
+        let installed: Vec<&str> = discovery
+            .found
+            .iter()
+            .map(|d| d.manifest.code.name.as_str())
+            .collect();
+        bail!(
+            "plugin {plugin} is not installed (installed: {}); check the name with `cjm-ctl list`, or pass --force to store the secret before installing it",
+            if installed.is_empty() {
+                "none".to_owned()
+            } else {
+                installed.join(", ")
+            }
+        );
+    };
+    let vars = found.manifest.code.worker_env_vars();
+    if let Some(var) = vars.iter().find(|v| v.name == key) {
+        if var.secret {
+            return Ok(());
+        }
+        bail!(
+            "{key} is a visible variable of plugin {plugin}, not a secret: set it in plugins.yaml's env_vars (or with the manager's set_env_override)"
+        );
+    }
+    let secrets = found.manifest.code.secret_names();
+    bail!(
+        "plugin {plugin} does not declare a secret {key} in its WORKER_ENV (its secrets: {}); its worker would never read it; pass --force to store it anyway",
+        if secrets.is_empty() {
+            "none".to_owned()
+        } else {
+            secrets.join(", ")
+        }
+    )
 }
 
 /// A secret from a hidden prompt, or from stdin when it is not a terminal.
@@ -209,8 +262,9 @@ pub(crate) fn config(a: &ConfigArgs, global: &Global) -> anyhow::Result<ExitCode
             let enabled = existing.as_ref().is_none_or(|r| r.enabled);
             let mut config = existing.map(|r| r.config).unwrap_or_default();
             for pair in pairs {
-                let Some((k, v)) = pair.split_once('=') else {
-                    bail!("expected KEY=VALUE, got {pair:?}");
+                let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty())
+                else {
+                    bail!("expected KEY=VALUE with a non-empty KEY, got {pair:?}");
                 };
                 let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
                 config.insert(k.to_owned(), value);

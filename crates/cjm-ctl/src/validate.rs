@@ -38,10 +38,15 @@ pub(crate) fn run(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
             path.display()
         );
     };
+    let mut warnings: Vec<String> = Vec::new();
     let (kind, outcome): (&str, Result<(), ManifestError>) = if format == "manifest" {
         ("manifest", Manifest::load_validated(path).map(drop))
     } else {
-        ("plugins.yaml", PluginsFile::load(path).map(drop))
+        let loaded = PluginsFile::load(path);
+        if let Ok(file) = &loaded {
+            warnings = file.warnings.iter().map(ToString::to_string).collect();
+        }
+        ("plugins.yaml", loaded.map(drop))
     };
     let problems: Vec<String> = match &outcome {
         Ok(()) => Vec::new(),
@@ -57,10 +62,14 @@ pub(crate) fn run(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
             "kind": kind,
             "valid": problems.is_empty(),
             "errors": problems,
+            "warnings": warnings,
         });
         writeln!(out, "{doc}")?;
     } else if problems.is_empty() {
         writeln!(out, "✓ {} ({kind}): valid", path.display())?;
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
     } else {
         let mut err = std::io::stderr().lock();
         writeln!(

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+mod call;
+mod hostile;
 mod install;
 mod stores;
 mod support;

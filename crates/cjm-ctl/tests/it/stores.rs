@@ -71,12 +71,19 @@ impl Drop for Data {
 fn secrets_are_stored_privately_and_listed_by_name_only() {
     let d = Data::new("secrets");
     let by_flag = d.ctl(
-        &["set-secret", "whisper", "HF_TOKEN", "--value", VALUE],
+        &[
+            "set-secret",
+            "whisper",
+            "HF_TOKEN",
+            "--value",
+            VALUE,
+            "--force",
+        ],
         None,
     );
     assert_eq!(by_flag.status.code(), Some(0), "{}", text(&by_flag.stderr));
     let by_stdin = d.ctl(
-        &["set-secret", "whisper", "OTHER_KEY"],
+        &["set-secret", "whisper", "OTHER_KEY", "--force"],
         Some(&format!("{VALUE}-2\n")),
     );
     assert_eq!(
