@@ -1498,17 +1498,13 @@ fn crashed(manager: &Manager, inst: &Arc<Instance>, pid: u32, death: &cjm_proxy:
     }
 }
 
-/// A crash's probable cause in words.
+/// A crash's cause in words: the death's own, without its stderr lines.
 fn cause(death: &cjm_proxy::Death) -> String {
-    let mut text = match death.exit {
-        Some(cjm_core::WorkerExit::Code(c)) => format!("exited with status {c}"),
-        Some(cjm_core::WorkerExit::Signal(s)) => format!("was killed by signal {s}"),
-        None => "died".to_owned(),
-    };
-    if death.probable_oom {
-        text.push_str(", probably out of memory");
+    cjm_proxy::Death {
+        stderr_tail: Vec::new(),
+        ..death.clone()
     }
-    text
+    .to_string()
 }
 
 fn reaper(inner: &Weak<Inner>, every: Duration) {

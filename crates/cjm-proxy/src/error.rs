@@ -9,13 +9,19 @@ use cjm_proto::ProtoError;
 pub struct Death {
     /// Exit status or signal, when the process was reaped.
     pub exit: Option<WorkerExit>,
-    /// Killed by SIGKILL that the host did not send: most often the kernel's OOM
-    /// killer.
+    /// Killed by the kernel's out-of-memory killer, by the evidence in
+    /// [`oom_evidence`](Self::oom_evidence).
     pub probable_oom: bool,
+    /// What shows the OOM killer did it: the kernel log's line for the pid, or
+    /// the memory cgroup's OOM-kill count rising while the worker ran. A SIGKILL
+    /// without such evidence is reported as sent from outside cjm.
+    pub oom_evidence: Option<String>,
     /// The host killed it (stop, cancel, restart).
     pub killed_by_host: bool,
     /// The last lines the worker wrote to stderr.
     pub stderr_tail: Vec<String>,
+    /// The worker's log file, which holds everything it printed.
+    pub log_file: Option<PathBuf>,
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -39,8 +45,14 @@ impl fmt::Display for Death {
             Some(WorkerExit::Signal(s)) => write!(f, "was killed by {} ({s})", signal_name(s))?,
             None => f.write_str("died")?,
         }
-        if self.probable_oom {
-            f.write_str(", probably by the kernel's out-of-memory killer")?;
+        match (&self.oom_evidence, self.exit) {
+            (Some(evidence), _) => {
+                write!(f, ", by the kernel's out-of-memory killer ({evidence})")?;
+            }
+            (None, Some(WorkerExit::Signal(libc::SIGKILL))) if !self.killed_by_host => f.write_str(
+                ", sent from outside cjm (no sign of the out-of-memory killer in the memory cgroup's counters or the kernel log)",
+            )?,
+            _ => {}
         }
         if self.killed_by_host {
             f.write_str(" (stopped by the host)")?;
@@ -72,7 +84,8 @@ pub enum WorkerError {
     },
     /// The worker started but did not complete the handshake.
     #[error(
-        "worker for plugin `{plugin}` did not start: {reason}{}",
+        "worker for plugin `{plugin}` did not start: {reason}{}{}",
+        exit.map_or_else(String::new, |e| format!(" ({})", Death { exit: Some(e), ..Death::default() })),
         tail(stderr_tail)
     )]
     Handshake {
@@ -80,6 +93,8 @@ pub enum WorkerError {
         plugin: String,
         /// What went wrong.
         reason: String,
+        /// How the worker ended, when it exited by itself before greeting.
+        exit: Option<WorkerExit>,
         /// The last lines it wrote to stderr.
         stderr_tail: Vec<String>,
     },
@@ -144,7 +159,13 @@ impl WorkerError {
             Self::Died { death, .. } if death.probable_oom => Some(
                 "give the machine more memory or run fewer plugins at once; the job can be retried".into(),
             ),
-            Self::Died { .. } => Some("see the worker's log file for what it printed before dying; calls can be retried after a restart".into()),
+            Self::Died { death, .. } => Some(match &death.log_file {
+                Some(log) => format!(
+                    "see the worker's log, {}, for what it printed before dying; calls can be retried after a restart",
+                    log.display()
+                ),
+                None => "calls can be retried after a restart; give the worker a log file (WorkerSpec::log_file) to keep what it printed".into(),
+            }),
             Self::Protocol { .. } => Some("the worker's cjm-worker package may not match this host; reinstall the plugin".into()),
         }
     }

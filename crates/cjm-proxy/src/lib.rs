@@ -10,6 +10,7 @@ mod completion;
 mod error;
 mod event;
 mod forkserver;
+mod oom;
 mod process;
 mod spec;
 mod stats;
@@ -17,6 +18,7 @@ mod worker;
 
 pub use error::{Death, WorkerError};
 pub use event::Event;
+pub use process::LOG_ROTATE_BYTES;
 pub use spec::{ENV_ALLOW_LIST, StartMethod, WorkerSpec};
 pub use stats::WorkerStats;
 pub use worker::{CallOptions, CallStream, CancelPolicy, PendingCall, Worker};

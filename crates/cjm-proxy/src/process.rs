@@ -8,13 +8,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cjm_core::{CancelPhase, JobErrorContext, PluginError, PluginRef, RaisedException, WorkerExit};
 use cjm_proto::{
@@ -108,6 +109,10 @@ pub(crate) struct Process {
     killing: AtomicBool,
     exited: Completion<Death>,
     death: OnceLock<Death>,
+    /// The memory cgroup's OOM-kill count when the worker started.
+    oom_kills_at_start: Option<u64>,
+    /// Where the worker's output is logged.
+    log_file: Option<std::path::PathBuf>,
     pub(crate) events: EventHub,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -243,6 +248,32 @@ impl ChildProc {
         }
     }
 
+    /// The exit, if it comes within `limit` (a worker that closed its channel is
+    /// usually exiting); `None` when it does not, or cannot be known.
+    fn wait_for(&mut self, limit: Duration) -> Option<WorkerExit> {
+        let deadline = Instant::now() + limit;
+        let status = match self {
+            Self::Exec(c) => loop {
+                match c.try_wait() {
+                    Ok(Some(s)) => break s,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Ok(None) | Err(_) => return None,
+                }
+            },
+            Self::Forked(f) => std::process::ExitStatus::from_raw(
+                f.exit
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok()?,
+            ),
+        };
+        Some(match status.signal() {
+            Some(sig) => WorkerExit::Signal(sig),
+            None => WorkerExit::Code(status.code().unwrap_or(-1)),
+        })
+    }
+
     /// Waits for the exit; `None` when its status cannot be known.
     fn wait(&mut self) -> Option<WorkerExit> {
         let status = match self {
@@ -304,6 +335,7 @@ impl Process {
             plugin: plugin.clone(),
             source: e,
         })?;
+        let oom_kills_at_start = crate::oom::cgroup_oom_kills();
         let spawned = start_child(spec, &child_end);
         drop(child_end);
         let (mut child, streams) = spawned.map_err(|source| WorkerError::Spawn {
@@ -328,11 +360,23 @@ impl Process {
             .spawn(move || {
                 let _ = htx.send(handshake(&hch));
             });
-        let fail = |reason: String, child: &mut ChildProc| {
-            // SAFETY: signalling the process group we created.
+        let fail = |reason: String, child: &mut ChildProc, exiting: bool| {
+            // A worker that closed its channel is on its way out: its own status
+            // says why (`sys.exit(2)` in the plugin's `__init__`), not our kill.
+            let own = if exiting {
+                child.wait_for(Duration::from_secs(2))
+            } else {
+                None
+            };
+            // SAFETY: signalling the process group we created (its leader may be
+            // reaped already; the rest of the group still goes).
             unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             channel.shutdown();
-            let _ = child.wait();
+            let exit = match own {
+                Some(exit) => Some(exit),
+                None => child.wait(),
+            }
+            .filter(|_| exiting);
             drain_logs(&logs_done);
             let tail = stderr_tail
                 .lock()
@@ -343,6 +387,7 @@ impl Process {
             WorkerError::Handshake {
                 plugin: plugin.clone(),
                 reason,
+                exit,
                 stderr_tail: tail,
             }
         };
@@ -350,6 +395,7 @@ impl Process {
             return Err(fail(
                 format!("no answer within {:.1}s", spec.start_timeout.as_secs_f64()),
                 &mut child,
+                false,
             ));
         };
         let (hello, info) = match outcome {
@@ -359,15 +405,15 @@ impl Process {
                 let job_error = raised.to_job_error(
                     &JobErrorContext::new(std::time::SystemTime::now()).with_plugin(plugin.clone()),
                 );
-                let _ = fail(String::new(), &mut child);
+                let _ = fail(String::new(), &mut child, false);
                 return Err(WorkerError::Load {
                     plugin,
                     error: Box::new(job_error),
                 });
             }
             Err(reason) => {
-                // Give stderr a moment to drain so the tail explains the failure.
-                return Err(fail(reason, &mut child));
+                let exiting = reason == EXITED_BEFORE_GREETING;
+                return Err(fail(reason, &mut child, exiting));
             }
         };
         let release: Arc<dyn ReleaseSink> = Arc::new(ChannelRelease(Arc::clone(&channel)));
@@ -387,6 +433,8 @@ impl Process {
             killing: AtomicBool::new(false),
             exited: Completion::new(),
             death: OnceLock::new(),
+            oom_kills_at_start,
+            log_file: spec.log_file.clone(),
             events,
             threads: Mutex::default(),
         });
@@ -678,9 +726,14 @@ impl Process {
         let exit = child.wait();
         let killed_by_host = self.killing.load(Ordering::Acquire);
         drain_logs(logs_done);
+        let oom_evidence = (!killed_by_host && exit == Some(WorkerExit::Signal(libc::SIGKILL)))
+            .then(|| crate::oom::evidence(self.pid, self.oom_kills_at_start))
+            .flatten();
         let death = Death {
             exit,
-            probable_oom: !killed_by_host && exit == Some(WorkerExit::Signal(libc::SIGKILL)),
+            probable_oom: oom_evidence.is_some(),
+            oom_evidence,
+            log_file: self.log_file.clone(),
             killed_by_host,
             stderr_tail: tail
                 .lock()
@@ -837,12 +890,15 @@ enum Handshake {
     LoadFailed(Value),
 }
 
+/// The handshake's reason when the worker closed its channel before greeting.
+const EXITED_BEFORE_GREETING: &str = "it exited before greeting the host";
+
 fn handshake(ch: &Channel) -> Result<Handshake, String> {
     let next = || -> Result<Message, String> {
         let frame = ch
             .recv()
             .map_err(|e| format!("reading its greeting failed: {e}"))?
-            .ok_or_else(|| "it exited before greeting the host".to_owned())?;
+            .ok_or_else(|| EXITED_BEFORE_GREETING.to_owned())?;
         let mut fds = frame.fds;
         let mut ctx = DecodeCtx {
             fds: &mut fds,
@@ -873,19 +929,101 @@ fn handshake(ch: &Channel) -> Result<Handshake, String> {
     }
 }
 
-fn open_log(spec: &WorkerSpec) -> Option<fs_err::File> {
+fn open_log(spec: &WorkerSpec) -> Option<LogFile> {
     let path = spec.log_file.as_ref()?;
     if let Some(dir) = path.parent() {
         let _ = fs_err::create_dir_all(dir);
     }
-    let mut f = fs_err::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    let mut log = LogFile::open(path.clone())
         .map_err(|e| tracing::warn!(error = %e, "cannot open the worker's log file"))
         .ok()?;
-    let _ = writeln!(f, "\n--- Starting {} at {} ---", spec.plugin, ctime_now());
-    Some(f)
+    log.write(format!("\n--- Starting {} at {} ---\n", spec.plugin, ctime_now()).as_bytes());
+    Some(log)
+}
+
+/// A worker's log past this size is rotated: renamed to `<name>.log.1`
+/// (replacing the one before) and started afresh, so one plugin's log takes at
+/// most about twice this on disk and the newest output is always kept.
+pub const LOG_ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How often (in bytes written) the file's real size is looked at: several
+/// workers of one plugin append to the same file.
+const LOG_CHECK_EVERY: u64 = 64 * 1024;
+
+/// The longest piece of one line handled at once; a longer line is written in
+/// pieces, so a worker that prints without newlines cannot make the host buffer
+/// without bound.
+const LOG_LINE_PIECE: u64 = 64 * 1024;
+
+/// An appended log file that rotates by size.
+struct LogFile {
+    path: PathBuf,
+    file: fs_err::File,
+    since_check: u64,
+}
+
+impl LogFile {
+    fn open(path: PathBuf) -> std::io::Result<Self> {
+        let file = Self::append(&path)?;
+        let mut log = Self {
+            path,
+            file,
+            // Look at the size before the first write.
+            since_check: LOG_CHECK_EVERY,
+        };
+        log.check();
+        Ok(log)
+    }
+
+    fn append(path: &Path) -> std::io::Result<fs_err::File> {
+        fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let _ = self.file.write_all(bytes);
+        self.since_check += bytes.len() as u64;
+        if self.since_check >= LOG_CHECK_EVERY {
+            self.check();
+        }
+    }
+
+    /// Rotates the file when it is too large, and follows a rotation another
+    /// worker of the plugin did.
+    fn check(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.since_check = 0;
+        let (Ok(mine), at_path) = (self.file.metadata(), fs_err::metadata(&self.path)) else {
+            return;
+        };
+        let rotated_by_another =
+            at_path.is_ok_and(|m| m.ino() != mine.ino() || m.dev() != mine.dev());
+        if rotated_by_another {
+            if let Ok(f) = Self::append(&self.path) {
+                self.file = f;
+            }
+            return;
+        }
+        if mine.len() <= LOG_ROTATE_BYTES {
+            return;
+        }
+        let mut old = self.path.as_os_str().to_owned();
+        old.push(".1");
+        if fs_err::rename(&self.path, PathBuf::from(&old)).is_ok()
+            && let Ok(mut f) = Self::append(&self.path)
+        {
+            let _ = writeln!(
+                f,
+                "--- log rotated at {} after {} bytes; the part before is in {} ---",
+                ctime_now(),
+                mine.len(),
+                Path::new(&old).display()
+            );
+            self.file = f;
+        }
+    }
 }
 
 /// The reference's header timestamp (`time.ctime()`), in UTC.
@@ -898,7 +1036,7 @@ fn ctime_now() -> String {
 
 fn start_log_threads(
     streams: [Option<Stream>; 2],
-    log: Option<fs_err::File>,
+    log: Option<LogFile>,
     events: &EventHub,
     tail: &Arc<Mutex<VecDeque<String>>>,
     plugin: &str,
@@ -921,13 +1059,16 @@ fn start_log_threads(
                 let mut line = Vec::new();
                 loop {
                     line.clear();
-                    match reader.read_until(b'\n', &mut line) {
+                    match (&mut reader)
+                        .take(LOG_LINE_PIECE)
+                        .read_until(b'\n', &mut line)
+                    {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     }
                     if let Some(log) = &log {
                         let mut f = log.lock().unwrap_or_else(PoisonError::into_inner);
-                        let _ = f.write_all(&line);
+                        f.write(&line);
                     }
                     let text = String::from_utf8_lossy(&line).trim_end().to_owned();
                     if name == "stderr" {

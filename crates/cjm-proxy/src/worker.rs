@@ -379,6 +379,8 @@ impl Worker {
             death: p.death().unwrap_or(Death {
                 exit: None,
                 probable_oom: false,
+                oom_evidence: None,
+                log_file: None,
                 killed_by_host: false,
                 stderr_tail: vec![format!("reading /proc failed: {e}")],
             }),
@@ -488,6 +490,8 @@ impl Worker {
         p.wait_exit(None).unwrap_or(Death {
             exit: None,
             probable_oom: false,
+            oom_evidence: None,
+            log_file: spec.log_file.clone(),
             killed_by_host: true,
             stderr_tail: Vec::new(),
         })
@@ -501,6 +505,8 @@ impl Worker {
             .unwrap_or(Death {
                 exit: None,
                 probable_oom: false,
+                oom_evidence: None,
+                log_file: None,
                 killed_by_host: true,
                 stderr_tail: Vec::new(),
             })

@@ -47,8 +47,24 @@ fn a_worker_that_exits_mid_call_fails_every_in_flight_call() {
 }
 
 #[test]
-fn a_worker_killed_by_sigkill_is_reported_as_probable_oom() {
-    check("sigkill", WorkerExit::Signal(libc::SIGKILL), true);
+fn a_sigkill_from_outside_is_not_blamed_on_memory_without_evidence() {
+    // The fixture kills itself with SIGKILL: no OOM killer was involved, and
+    // neither the cgroup's counter nor the kernel log says otherwise.
+    check("sigkill", WorkerExit::Signal(libc::SIGKILL), false);
+    let w = spawn("Crasher");
+    let err = w.execute_blocking(vec![s("sigkill")], vec![]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "was killed by SIGKILL (9), sent from outside cjm (no sign of the out-of-memory killer"
+        ) && !text.contains("by the kernel's out-of-memory killer"),
+        "{text}"
+    );
+    assert!(
+        !err.hint().unwrap_or_default().contains("more memory"),
+        "{:?}",
+        err.hint()
+    );
 }
 
 #[test]

@@ -135,3 +135,89 @@ fn an_interpreter_without_cjm_worker_fails_the_handshake_with_its_stderr() {
         "{err}"
     );
 }
+
+#[test]
+fn a_worker_that_exits_in_init_reports_its_status_and_stderr() {
+    let err = cjm_proxy::Worker::spawn(crate::support::spec("ExitsInInit")).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            &err,
+            cjm_proxy::WorkerError::Handshake {
+                exit: Some(cjm_core::WorkerExit::Code(4)),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("it exited before greeting the host (exited with status 4)")
+            && text.contains("no CUDA device found, giving up"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_death_names_the_log_file_that_holds_what_the_worker_printed() {
+    let log = std::env::temp_dir().join(format!("cjm-proxy-death-log-{}.log", std::process::id()));
+    let w = cjm_proxy::Worker::spawn(crate::support::spec("Crasher").log_file(&log)).unwrap();
+    let err = w
+        .execute_blocking(vec![crate::support::s("exit")], vec![])
+        .unwrap_err();
+    let hint = err.hint().unwrap_or_default();
+    assert!(hint.contains(&log.display().to_string()), "{hint}");
+    assert!(
+        fs_err::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("about to crash"),
+        "the log holds the worker's stderr"
+    );
+    let _ = fs_err::remove_file(&log);
+}
+
+#[test]
+fn a_worker_log_is_rotated_by_size_keeping_the_newest_output() {
+    let dir = std::env::temp_dir().join(format!("cjm-proxy-log-rotation-{}", std::process::id()));
+    let _ = fs_err::remove_dir_all(&dir);
+    let log = dir.join("flood.log");
+    let w = cjm_proxy::Worker::spawn(crate::support::spec("Echo").log_file(&log)).unwrap();
+    let mut events = w.events();
+    let kw = crate::support::kw(&[
+        ("action", crate::support::s("flood")),
+        ("mib", cjm_proto::Value::Int(40)),
+    ]);
+    assert_eq!(
+        w.execute_blocking(vec![], kw).unwrap(),
+        crate::support::s("flooded")
+    );
+    // The log threads are done with the flood once its last line is an event.
+    let seen = crate::support::eventually(std::time::Duration::from_secs(20), || {
+        while let Ok(e) = events.try_recv() {
+            if matches!(&e, cjm_proxy::Event::Output { line, .. } if line == "the last line") {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(seen.is_some(), "the flood's last line reached the host");
+    w.stop_blocking();
+    let size = |p: &std::path::Path| fs_err::metadata(p).map_or(0, |m| m.len());
+    let limit = cjm_proxy::LOG_ROTATE_BYTES + 256 * 1024;
+    let rotated = dir.join("flood.log.1");
+    assert!(size(&log) <= limit, "{} bytes", size(&log));
+    assert!(size(&rotated) <= limit, "{} bytes", size(&rotated));
+    assert!(size(&rotated) > 0, "the log was rotated");
+    let current = fs_err::read_to_string(&log).unwrap();
+    assert!(
+        current.contains("the last line"),
+        "the newest output is kept"
+    );
+    assert!(
+        current.contains("--- log rotated at")
+            || fs_err::read_to_string(&rotated)
+                .unwrap()
+                .contains("--- log rotated at"),
+        "a rotation says where the part before went"
+    );
+    let _ = fs_err::remove_dir_all(&dir);
+}

@@ -119,10 +119,9 @@ fn a_forked_worker_s_exit_status_and_stderr_reach_the_host() {
             panic!("{how}: {err:?}")
         };
         assert_eq!(death.exit, Some(exit), "{how}: {death}");
-        assert_eq!(
-            death.probable_oom,
-            how == "sigkill",
-            "{how}: a SIGKILL the host did not send"
+        assert!(
+            !death.probable_oom,
+            "{how}: a SIGKILL the host did not send is not memory without evidence"
         );
         assert!(
             death
