@@ -13,8 +13,10 @@ use crate::{
 /// empty when the manifest is valid.
 ///
 /// The rules, for v2.0 (`format_version: "2.0"`): `install` and `code` are
-/// objects; `code.name`, `version`, `description`, `module`, `class`,
-/// `interface` and `install.python_path` are non-empty strings; `interface` is
+/// objects; `code.name`, `version`, `module`, `class`, `interface` and
+/// `install.python_path` are non-empty strings; `description` is a string,
+/// possibly empty (unlike the reference, whose own installer writes empty
+/// ones that its validator then rejects); `interface` is
 /// a dotted name; the other install fields are strings and `env_vars` an object
 /// when present; `regenerated_at` and `drift_tracking.config_schema_hash` are
 /// strings or null; `config_schema` is an object (with an object `properties`)
@@ -65,16 +67,13 @@ fn v2(root: &Map<String, Value>, problems: &mut Vec<Problem>) {
     let drift = optional_section(root, "drift_tracking", problems).unwrap_or(&empty);
     optional_section(root, "overrides", problems);
 
-    for key in [
-        "name",
-        "version",
-        "description",
-        "module",
-        "class",
-        "interface",
-    ] {
+    for key in ["name", "version", "module", "class", "interface"] {
         required_string(code, key, "code", problems);
     }
+    // The reference requires a non-empty description here, yet its installer
+    // writes an empty one for every plugin whose metadata has none; such a
+    // manifest loads and runs, so only its type is checked.
+    present_string(code, "description", "code", problems);
     required_string(install, "python_path", "install", problems);
     dotted_interface(code, "code", problems);
     for key in [
@@ -98,7 +97,6 @@ fn v1(root: &Map<String, Value>, problems: &mut Vec<Problem>) {
     for key in [
         "name",
         "version",
-        "description",
         "module",
         "class",
         "interface",
@@ -106,6 +104,7 @@ fn v1(root: &Map<String, Value>, problems: &mut Vec<Problem>) {
     ] {
         required_string(root, key, "", problems);
     }
+    present_string(root, "description", "", problems);
     dotted_interface(root, "", problems);
     for key in [
         "category",
@@ -164,6 +163,17 @@ fn required_string(map: &Map<String, Value>, key: &str, path: &str, problems: &m
         }
         Some(Value::String(text)) if text.is_empty() => {
             problems.push(Problem::new(join(path, key), "required field is empty"));
+        }
+        Some(Value::String(_)) => {}
+        Some(value) => problems.push(Problem::new(join(path, key), expected("a string", value))),
+    }
+}
+
+/// A field that must be there as a string, possibly empty.
+fn present_string(map: &Map<String, Value>, key: &str, path: &str, problems: &mut Vec<Problem>) {
+    match map.get(key) {
+        None | Some(Value::Null) => {
+            problems.push(Problem::new(join(path, key), "required field is missing"));
         }
         Some(Value::String(_)) => {}
         Some(value) => problems.push(Problem::new(join(path, key), expected("a string", value))),
