@@ -26,6 +26,7 @@ pub(crate) fn config(data_dir: &Path, conda_type: CondaType) -> CjmConfig {
         plugins_config: data_dir.join("plugins.yaml"),
         models_dir: None,
         substrate: SubstrateConfig::default(),
+        install: cjm_core::InstallConfig::default(),
         source: None,
         warnings: Vec::new(),
     }
