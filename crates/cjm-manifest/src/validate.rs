@@ -67,13 +67,23 @@ fn v2(root: &Map<String, Value>, problems: &mut Vec<Problem>) {
     let drift = optional_section(root, "drift_tracking", problems).unwrap_or(&empty);
     optional_section(root, "overrides", problems);
 
-    for key in ["name", "version", "module", "class", "interface"] {
-        required_string(code, key, "code", problems);
+    // The reference requires a non-empty description too, yet its installer writes
+    // an empty one for every plugin whose metadata has none; such a manifest loads
+    // and runs, so only its presence and type are checked.
+    for key in [
+        "name",
+        "version",
+        "description",
+        "module",
+        "class",
+        "interface",
+    ] {
+        if key == "description" {
+            present_string(code, key, "code", problems);
+        } else {
+            required_string(code, key, "code", problems);
+        }
     }
-    // The reference requires a non-empty description here, yet its installer
-    // writes an empty one for every plugin whose metadata has none; such a
-    // manifest loads and runs, so only its type is checked.
-    present_string(code, "description", "code", problems);
     required_string(install, "python_path", "install", problems);
     dotted_interface(code, "code", problems);
     for key in [
@@ -97,14 +107,18 @@ fn v1(root: &Map<String, Value>, problems: &mut Vec<Problem>) {
     for key in [
         "name",
         "version",
+        "description",
         "module",
         "class",
         "interface",
         "python_path",
     ] {
-        required_string(root, key, "", problems);
+        if key == "description" {
+            present_string(root, key, "", problems);
+        } else {
+            required_string(root, key, "", problems);
+        }
     }
-    present_string(root, "description", "", problems);
     dotted_interface(root, "", problems);
     for key in [
         "category",
