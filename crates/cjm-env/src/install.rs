@@ -448,10 +448,7 @@ impl Installer {
                     source,
                 },
             )?;
-            args.extend([
-                "--constraint".to_owned(),
-                file.to_string_lossy().into_owned(),
-            ]);
+            args.extend(["-c".to_owned(), file.to_string_lossy().into_owned()]);
         }
         if !req.local_sources.is_empty() {
             // pip leaves an installed version alone, even when its folder changed.
