@@ -14,6 +14,8 @@ pub(crate) struct Paths {
     pub(crate) tools: PathBuf,
     /// `target/cjm/venv`: the interpreter tests, the demo and the benchmarks run workers with.
     pub(crate) venv: PathBuf,
+    /// `target/cjm/wheelhouse`: wheels for offline install tests (`CJM_WHEELHOUSE`).
+    pub(crate) wheelhouse: PathBuf,
     /// `target/wheels`: where maturin puts the cjm-worker wheel.
     pub(crate) wheels: PathBuf,
     /// `xtask/requirements`: the pinned Python packages of both venvs.
@@ -47,6 +49,7 @@ impl Paths {
         Ok(Self {
             tools: target.join("cjm").join("tools"),
             venv: target.join("cjm").join("venv"),
+            wheelhouse: target.join("cjm").join("wheelhouse"),
             wheels: target.join("wheels"),
             requirements: root.join("xtask").join("requirements"),
             target,

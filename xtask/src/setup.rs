@@ -55,6 +55,16 @@ pub(crate) fn setup(paths: &Paths) -> Result<()> {
         build_venv(paths, &python)?;
         write_stamp(&paths.venv, &venv_key)?;
     }
+
+    let wheelhouse_txt = read_requirements(paths, "wheelhouse.txt")?;
+    let wheelhouse_key = stamp_key(&python, &[&wheelhouse_txt]);
+    let stamp = paths.wheelhouse.join(STAMP_FILE);
+    if fs_err::read_to_string(&stamp).is_ok_and(|s| s.trim() == wheelhouse_key) {
+        eprintln!("setup: {} is up to date", paths.show(&paths.wheelhouse));
+    } else {
+        download_wheelhouse(paths, &python)?;
+        write_stamp(&paths.wheelhouse, &wheelhouse_key)?;
+    }
     eprintln!("setup: done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -211,6 +221,36 @@ fn build_venv(paths: &Paths, python: &BasePython) -> Result<()> {
             pip(paths, venv)
                 .args(["--no-deps", "--ignore-requires-python", "-r"])
                 .arg(&reference)
+                .run()
+        },
+    )
+}
+
+/// `target/cjm/wheelhouse`: the wheels offline install tests resolve from
+/// (wheelhouse.txt), fetched once here so that no test touches the network. The
+/// reference declares Python >= 3.12 but is fetched for this interpreter anyway, as
+/// reference.txt installs it.
+fn download_wheelhouse(paths: &Paths, python: &BasePython) -> Result<()> {
+    let dir = &paths.wheelhouse;
+    if dir.exists() {
+        fs_err::remove_dir_all(dir).context("setup: removing the old wheelhouse")?;
+    }
+    let requirements = paths.requirements.join("wheelhouse.txt");
+    step(
+        &format!(
+            "downloading {} into {} with python3's pip",
+            paths.show(&requirements),
+            paths.show(dir)
+        ),
+        NETWORK_HINT,
+        || {
+            Cmd::new(&python.executable, &paths.root)
+                .args(["-m", "pip", "download", "--quiet", "--progress-bar", "off"])
+                .args(["--disable-pip-version-check", "--no-deps"])
+                .args(["--only-binary", ":all:", "--ignore-requires-python", "-d"])
+                .arg(dir)
+                .arg("-r")
+                .arg(&requirements)
                 .run()
         },
     )

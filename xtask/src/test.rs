@@ -144,6 +144,7 @@ pub(crate) fn with_worker_env(cmd: Cmd, paths: &Paths, wheel: &Path) -> Cmd {
     cmd.env("CJM_PYTHON", paths.venv_python())
         .env("CJM_WORKER_WHEEL", wheel)
         .env("CJM_UV", paths.tool("uv"))
+        .env("CJM_WHEELHOUSE", &paths.wheelhouse)
 }
 
 fn nextest(paths: &Paths, wheel: &Path, filter: Option<&str>) -> Result<Option<Counts>> {

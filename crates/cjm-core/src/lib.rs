@@ -36,8 +36,9 @@ pub mod yaml;
 pub use crate::{
     config::{
         CONFIG_FILE_NAME, CjmConfig, CondaType, ConfigError, ConfigProblem, ConfigWarning,
-        ConfigWarningKind, ENV_CONDA_PREFIX, ENV_CONDA_TYPE, ENV_DATA_DIR, LoadOptions,
-        RuntimeConfig, RuntimeMode, SubstrateConfig, UnknownValue, current_platform, load_config,
+        ConfigWarningKind, Constraints, ENV_CONDA_PREFIX, ENV_CONDA_TYPE, ENV_DATA_DIR,
+        InstallConfig, LoadOptions, RuntimeConfig, RuntimeMode, SubstrateConfig, UnknownValue,
+        current_platform, load_config,
     },
     errors::{
         CancelPhase, ErrorCategory, JobError, JobErrorContext, PluginError, PluginErrorKind,

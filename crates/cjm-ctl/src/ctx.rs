@@ -84,14 +84,56 @@ impl Ctx {
         })
     }
 
-    /// The environment store, keyed with this build's worker wheel.
-    pub(crate) fn store(&self) -> anyhow::Result<EnvStore> {
+    /// The uv for `install-all` and `repair`: `--uv`, else [`Ctx::uv`]'s, else the
+    /// pinned uv installed into the runtime folder now, by python3's pip (with a
+    /// line on stderr), so that no separate set-up step is needed.
+    pub(crate) fn uv_or_install(&self, given: Option<&Path>) -> anyhow::Result<PathBuf> {
+        if let Some(uv) = given {
+            let uv = self.cwd.join(uv);
+            if !uv.is_file() {
+                bail!(
+                    "--uv {} is not a file: pass the path of a uv binary",
+                    uv.display()
+                );
+            }
+            return Ok(uv);
+        }
+        if let Some(uv) = cjm_env::find_uv(&self.cfg, &env_os) {
+            return Ok(uv);
+        }
+        let dest = cjm_env::runtime_dir(&self.cfg).join("bin/uv");
+        let looked = format!("looked at $CJM_UV, {}, and PATH", dest.display());
+        let provide = "offline, put a uv binary on this machine and pass --uv PATH or set CJM_UV \
+            (pip's own settings, such as PIP_INDEX_URL or PIP_FIND_LINKS with a uv wheel, apply to the automatic install)";
+        let Some(python) = cjm_env::find_on_path("python3", std::env::var_os("PATH").as_deref())
+        else {
+            return Err(crate::Failure(format!(
+                "uv not found ({looked}), and there is no python3 on PATH to install it with\nhint: {provide}"
+            ))
+            .into());
+        };
+        eprintln!(
+            "uv not found ({looked}): installing uv {} into {} with {}'s pip",
+            cjm_env::UV_VERSION,
+            dest.display(),
+            python.display()
+        );
+        cjm_env::setup_uv(&self.cfg, &python, false).map_err(|e| {
+            crate::Failure(format!(
+                "uv not found ({looked}), and installing uv {} with {}'s pip failed: {}\nhint: {provide}",
+                cjm_env::UV_VERSION,
+                python.display(),
+                crate::with_causes(&e)
+            ))
+            .into()
+        })
+    }
+
+    /// The environment store, keyed with this build's worker wheel, building with
+    /// `uv`.
+    fn store_with(&self, uv: PathBuf) -> anyhow::Result<EnvStore> {
         let wheel = self.worker_wheel()?;
-        Ok(EnvStore::new(
-            self.envs_dir(),
-            self.uv()?,
-            worker_version(&wheel)?,
-        ))
+        Ok(EnvStore::new(self.envs_dir(), uv, worker_version(&wheel)?))
     }
 
     /// The store without the tools, for verbs that only read or delete.
@@ -102,17 +144,27 @@ impl Ctx {
     /// An installer writing to the data dir's manifests, reading relative paths of
     /// `plugins_yaml`'s entries against its folder.
     pub(crate) fn installer(&self, plugins_yaml: &Path) -> anyhow::Result<Installer> {
+        self.installer_with_uv(plugins_yaml, self.uv()?)
+    }
+
+    /// [`Ctx::installer`], building environments with `uv`.
+    pub(crate) fn installer_with_uv(
+        &self,
+        plugins_yaml: &Path,
+        uv: PathBuf,
+    ) -> anyhow::Result<Installer> {
         let base = plugins_yaml
             .parent()
             .map_or_else(|| self.cwd.clone(), |p| self.cwd.join(p));
         Ok(Installer::new(
-            self.store()?,
+            self.store_with(uv)?,
             self.cfg.manifests_dir(),
             self.worker_wheel()?,
         )
         .plugin_data_dir(self.cfg.plugin_data_dir())
         .models_dir(self.cfg.models_dir.clone())
         .base_dir(base)
+        .defaults(self.cfg.install.clone())
         .conda(CondaRuntime::from_config(&self.cfg)))
     }
 

@@ -32,6 +32,10 @@ pub(crate) struct InstallAllArgs {
     /// Print the outcome as one JSON object on stdout (no progress display).
     #[arg(long)]
     json: bool,
+    /// The uv to build environments with (default: $CJM_UV, the runtime folder's,
+    /// PATH's; with none, the pinned uv is installed into the runtime folder first).
+    #[arg(long, value_name = "PATH")]
+    uv: Option<PathBuf>,
 }
 
 /// Re-run introspection for an installed plugin and rewrite its manifest.
@@ -57,6 +61,9 @@ pub(crate) struct RepairArgs {
     /// The plugins.yaml (default: the configuration's).
     #[arg(long = "plugins", value_name = "PATH")]
     plugins: Option<PathBuf>,
+    /// The uv to build the environment with (as for install-all).
+    #[arg(long, value_name = "PATH")]
+    uv: Option<PathBuf>,
 }
 
 pub(crate) fn install_all(a: &InstallAllArgs, global: &Global) -> anyhow::Result<ExitCode> {
@@ -75,7 +82,7 @@ pub(crate) fn install_all(a: &InstallAllArgs, global: &Global) -> anyhow::Result
             .filter(|p| a.only.contains(&p.name))
             .collect()
     };
-    let installer = ctx.installer(&path)?;
+    let installer = ctx.installer_with_uv(&path, ctx.uv_or_install(a.uv.as_deref())?)?;
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
@@ -310,7 +317,7 @@ pub(crate) fn repair(a: &RepairArgs, global: &Global) -> anyhow::Result<ExitCode
             path.display()
         );
     };
-    let installer = ctx.installer(&path)?;
+    let installer = ctx.installer_with_uv(&path, ctx.uv_or_install(a.uv.as_deref())?)?;
     let started = Instant::now();
     let done = installer
         .install(spec, true, &mut |stage| {

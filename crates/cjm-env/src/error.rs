@@ -21,6 +21,21 @@ pub enum EnvError {
         /// The last lines it printed.
         output_tail: Vec<String>,
     },
+    /// No interpreter for the requested version is on this machine, and uv could
+    /// not download a managed one (offline, or no such version).
+    #[error(
+        "no Python {requested} found{}{}",
+        found_list(found),
+        tail(output_tail)
+    )]
+    PythonNotFound {
+        /// The version asked for (`python_version`).
+        requested: String,
+        /// `VERSION (PATH)` of each interpreter uv found.
+        found: Vec<String>,
+        /// uv's last lines.
+        output_tail: Vec<String>,
+    },
     /// The environment tool could not be run at all.
     #[error("cannot run {}", tool.display())]
     ToolMissing {
@@ -151,8 +166,15 @@ impl InstallError {
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Env { error, .. } => error.hint(),
+            Self::Introspection { detail, .. }
+                if detail.iter().any(|l| l.starts_with("Traceback")) =>
+            {
+                Some(
+                    "fix the plugin's package (the traceback above is from inside its environment), then run install-all again".into(),
+                )
+            }
             Self::Introspection { .. } => Some(
-                "fix the plugin's package (the traceback above is from inside its environment), then run install-all again".into(),
+                "fix the plugin's package or its plugins.yaml entry as the message says, then run install-all again".into(),
             ),
             Self::InvalidMetadata { .. } => Some(
                 "the plugin's get_plugin_metadata() (or its entry point's distribution) must provide these fields".into(),
@@ -161,6 +183,14 @@ impl InstallError {
                 Some("check that the data directory is writable".into())
             }
         }
+    }
+}
+
+fn found_list(found: &[String]) -> String {
+    if found.is_empty() {
+        "; uv found no interpreter on this machine".to_owned()
+    } else {
+        format!("; uv found: {}", found.join(", "))
     }
 }
 
@@ -186,17 +216,45 @@ impl EnvError {
     /// What to do about it.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Self::Tool { output_tail, .. }
+                if output_tail.iter().any(|l| {
+                    l.contains("requires Python") || l.contains("requires a different Python")
+                }) =>
+            {
+                Some(
+                    "a package's Requires-Python excludes the environment's interpreter: if it works anyway, \
+                     add `ignore_requires_python: true` to the plugin's plugins.yaml entry (or \
+                     `install: {ignore_requires_python: true}` to cjm.yaml); or set a python_version it allows"
+                        .into(),
+                )
+            }
             Self::Tool { step, .. } if step.contains("uv") => Some(
                 "check the network or pip's index settings, or point CJM_UV at an existing uv".into(),
             ),
             Self::Download { .. } => Some("check the address and the network".into()),
+            Self::PythonNotFound { requested, found, .. } => {
+                let versions: Vec<&str> = found
+                    .iter()
+                    .filter_map(|f| f.split_whitespace().next())
+                    .collect();
+                let existing = if versions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (one of {})", versions.join(", "))
+                };
+                Some(format!(
+                    "set the entry's python_version in plugins.yaml to a version this machine has{existing}, \
+                     or add `ignore_requires_python: true` if only a package's Requires-Python asked for {requested}; \
+                     with a network uv downloads a managed Python {requested} itself (`uv python install {requested}`)"
+                ))
+            }
             Self::RuntimeSetup { fix, .. } => Some(fix.clone()),
             Self::Tool { .. } => Some(
                 "check the plugin's requirements and index options; the tool's last lines are above".into(),
             ),
             Self::ToolMissing { tool, .. } => Some(
                 if tool.file_name().is_some_and(|n| n == "uv") {
-                    "install uv (`cjm-ctl setup-runtime`) or put it on PATH".to_owned()
+                    "point CJM_UV (or install-all's --uv) at a uv binary, or unset it: install-all installs the pinned uv itself when it finds none".to_owned()
                 } else {
                     format!("check that {} exists and can be run", tool.display())
                 },

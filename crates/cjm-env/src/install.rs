@@ -5,18 +5,23 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use cjm_core::{Constraints, InstallConfig};
 use cjm_manifest::{Backend as SpecBackend, Manifest, PluginSpec};
 use serde_json::{Map, Value, json};
 
 use crate::conda::{CondaRuntime, CondaSource};
 use crate::error::{EnvError, InstallError};
-use crate::key::{Backend, EnvKey, EnvRequest};
+use crate::key::{Backend, EnvKey, EnvRequest, LocalSource};
+use crate::source::{source_hash, source_name};
 use crate::store::{Env, EnvStore};
 
 /// The introspection script, run with the environment's interpreter.
 const INTROSPECT: &str = include_str!("introspect.py");
 /// Lines of a failing introspection's output kept for the error.
 const TAIL: usize = 15;
+/// Lines of a plugin's traceback kept for the error: enough for the whole of a
+/// typical import chain, whose cause is often at the top.
+const TRACEBACK: usize = 60;
 /// Variables of the host passed to introspection (as to a worker); nothing else is.
 const ENV_ALLOW_LIST: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR"];
 
@@ -78,6 +83,7 @@ pub struct Installer {
     default_python: String,
     timeout: Duration,
     conda: Option<CondaRuntime>,
+    defaults: InstallConfig,
 }
 
 impl Installer {
@@ -98,7 +104,17 @@ impl Installer {
             default_python: "3".to_owned(),
             timeout: Duration::from_mins(5),
             conda: None,
+            defaults: InstallConfig::default(),
         }
+    }
+
+    /// cjm.yaml's `install:` section: the `ignore_requires_python` an entry without
+    /// its own gets, and constraints applied to every entry (a file there is
+    /// absolute, as cjm.yaml's paths are once loaded).
+    #[must_use]
+    pub fn defaults(mut self, defaults: InstallConfig) -> Self {
+        self.defaults = defaults;
+        self
     }
 
     /// The conda tool for `backend: conda` entries (without one they fail with a
@@ -169,8 +185,9 @@ impl Installer {
                 .clone()
                 .unwrap_or_else(|| self.default_python.clone()),
         };
+        let (package, local_sources) = self.package(spec)?;
         let mut requirements = spec.interface_libs.clone();
-        requirements.push(spec.package.clone());
+        requirements.push(package);
         requirements.extend(spec.requirements.iter().cloned());
         let find_links = spec
             .find_links
@@ -183,6 +200,16 @@ impl Installer {
                 }
             })
             .collect();
+        let mut constraints = Vec::new();
+        for c in [
+            self.defaults.constraints.as_ref(),
+            spec.constraints.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            constraints.extend(self.constraint_lines(spec, c)?);
+        }
         Ok(EnvRequest {
             backend,
             python,
@@ -192,7 +219,79 @@ impl Installer {
             index_url: spec.index_url.clone(),
             extra_index_urls: spec.extra_index_urls.clone(),
             no_index: spec.no_index,
+            constraints,
+            ignore_requires_python: self.ignores_requires_python(spec),
+            local_sources,
         })
+    }
+
+    /// Whether `spec` is installed with Requires-Python ignored: its own setting,
+    /// else cjm.yaml's.
+    fn ignores_requires_python(&self, spec: &PluginSpec) -> bool {
+        spec.ignore_requires_python
+            .unwrap_or(self.defaults.ignore_requires_python)
+    }
+
+    /// The package requirement as the tools get it, and the local source it names,
+    /// if any. A local path (`./dir`, `../x.whl`, `/abs/dir`, `-e ./dir`) is
+    /// resolved against the plugins.yaml's folder, as `find_links` is; a folder or
+    /// file that is not editable is hashed, so editing it reinstalls the plugin.
+    fn package(&self, spec: &PluginSpec) -> Result<(String, Vec<LocalSource>), InstallError> {
+        let package = spec.package.trim();
+        let (editable, path) = match package.strip_prefix("-e ") {
+            Some(path) => (true, path.trim()),
+            None => (false, package),
+        };
+        if !is_local_path(path) {
+            return Ok((spec.package.clone(), Vec::new()));
+        }
+        let resolved = self.base_dir.join(path);
+        let shown = resolved.to_string_lossy().into_owned();
+        if editable {
+            // An editable install runs the folder's code as it is: nothing to hash.
+            return Ok((format!("-e {shown}"), Vec::new()));
+        }
+        let hash = source_hash(&resolved).map_err(|source| InstallError::Io {
+            plugin: spec.name.clone(),
+            what: format!(
+                "reading the local package {} (package: {package}, relative to {})",
+                resolved.display(),
+                self.base_dir.display()
+            ),
+            source,
+        })?;
+        let source = LocalSource {
+            name: source_name(&resolved),
+            path: resolved,
+            hash,
+        };
+        Ok((shown, vec![source]))
+    }
+
+    /// The lines of one `constraints` setting: the pins, or a file's lines without
+    /// blanks and comments (a relative file is relative to the plugins.yaml's folder).
+    fn constraint_lines(
+        &self,
+        spec: &PluginSpec,
+        constraints: &Constraints,
+    ) -> Result<Vec<String>, InstallError> {
+        match constraints {
+            Constraints::Pins(pins) => Ok(pins.iter().map(|p| p.trim().to_owned()).collect()),
+            Constraints::File(file) => {
+                let path = self.base_dir.join(file);
+                let text = fs_err::read_to_string(&path).map_err(|source| InstallError::Io {
+                    plugin: spec.name.clone(),
+                    what: format!("reading the constraints file {}", path.display()),
+                    source,
+                })?;
+                Ok(text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned)
+                    .collect())
+            }
+        }
     }
 
     /// `spec`'s manifest and environment, if it is installed exactly as `spec` asks
@@ -203,7 +302,8 @@ impl Installer {
         if req.backend == Backend::Uv && self.store.get(&key).map_err(env(spec))?.is_none() {
             return Ok(None);
         }
-        let Some((manifest_path, manifest)) = self.find_manifest(spec, &key) else {
+        let Some((manifest_path, manifest)) = self.find_manifest(spec, &key, &req.local_sources)
+        else {
             return Ok(None);
         };
         if !Path::new(&manifest.install.python_path).exists() {
@@ -231,12 +331,19 @@ impl Installer {
     }
 
     /// The manifest written for `spec` with environment `key`.
-    fn find_manifest(&self, spec: &PluginSpec, key: &EnvKey) -> Option<(PathBuf, Manifest)> {
+    fn find_manifest(
+        &self,
+        spec: &PluginSpec,
+        key: &EnvKey,
+        req_sources: &[LocalSource],
+    ) -> Option<(PathBuf, Manifest)> {
         // The file is named after the plugin's own name, which is usually the entry's.
         let by_name = self.manifests_dir.join(format!("{}.json", spec.name));
         let conda = spec.backend() == SpecBackend::Conda;
+        let hash = source_hash_of(req_sources);
         let matches = |m: &Manifest| {
             m.install.package_source == spec.package
+                && m.install.extra.get("source_hash").and_then(Value::as_str) == hash.as_deref()
                 && if conda {
                     m.install.conda_env == key.0
                 } else {
@@ -277,7 +384,7 @@ impl Installer {
             _ => self.store.ensure(&req),
         }
         .map_err(env(spec))?;
-        let result = self.register(spec, &env, None, on_stage);
+        let result = self.register(spec, &env, Some(&req), None, on_stage);
         if result.is_err() && env.built {
             // Nothing half-registered: an environment only this plugin asked for goes.
             let _ = match req.backend {
@@ -328,6 +435,25 @@ impl Installer {
             conda.create(name, &source)?;
         }
         let mut args = Vec::new();
+        if req.ignore_requires_python {
+            args.push("--ignore-requires-python".to_owned());
+        }
+        if !req.constraints.is_empty() {
+            // Kept in the environment, beside what it was resolved under.
+            let prefix = conda.env_prefix(name)?.unwrap_or_default();
+            let file = prefix.join(crate::store::CONDA_CONSTRAINTS);
+            fs_err::write(&file, crate::store::constraints_text(&req.constraints)).map_err(
+                |source| EnvError::Io {
+                    what: "writing the constraints".into(),
+                    source,
+                },
+            )?;
+            args.extend(["-c".to_owned(), file.to_string_lossy().into_owned()]);
+        }
+        if !req.local_sources.is_empty() {
+            // pip leaves an installed version alone, even when its folder changed.
+            args.push("--force-reinstall".to_owned());
+        }
         if req.no_index {
             args.push("--no-index".to_owned());
         }
@@ -373,6 +499,7 @@ impl Installer {
         &self,
         spec: &PluginSpec,
         env: &Env,
+        req: Option<&EnvRequest>,
         previous: Option<&Manifest>,
         on_stage: &mut dyn FnMut(Stage),
     ) -> Result<Installed, InstallError> {
@@ -381,6 +508,7 @@ impl Installer {
         let mut warnings = found.warnings;
         let now = cjm_core::isoformat_utc(SystemTime::now());
         let mut manifest = manifest_from_meta(&found.meta, spec, env, &now);
+        record_install_choices(&mut manifest, spec, req, &warnings);
         if let Some(prev) = previous {
             keep_operator_facts(&mut manifest, prev);
         }
@@ -501,13 +629,19 @@ impl Installer {
             lock: String::new(),
             built: false,
         };
-        self.register(spec, &env, Some(previous), &mut |_| {})
+        self.register(spec, &env, None, Some(previous), &mut |_| {})
     }
 
     /// Runs the introspection script with `python`.
     fn introspect(&self, python: &Path, spec: &PluginSpec) -> Result<Introspected, InstallError> {
         let (module, distribution) = module_and_distribution(&spec.package);
-        let request = json!({"module": module, "distribution": distribution, "plugin": spec.name});
+        let request = json!({
+            "module": module,
+            "distribution": distribution,
+            "plugin": spec.name,
+            "guessed_from": module_guess(&spec.package),
+            "allow_missing_interface": spec.allow_missing_interface,
+        });
         let out = scratch_file();
         let mut cmd = Command::new(python);
         cmd.arg("-I")
@@ -591,7 +725,7 @@ impl Installer {
                 if lines.is_empty() {
                     lines = printed;
                 }
-                let keep = lines.len().saturating_sub(TAIL);
+                let keep = lines.len().saturating_sub(TRACEBACK);
                 Err(failed(message, lines.split_off(keep)))
             }
             None => Err(failed(
@@ -607,6 +741,46 @@ struct Introspected {
     meta: Map<String, Value>,
     source: String,
     warnings: Vec<String>,
+}
+
+/// The combined hash of local sources, as a manifest records it.
+fn source_hash_of(sources: &[LocalSource]) -> Option<String> {
+    match sources {
+        [] => None,
+        [one] => Some(one.hash.clone()),
+        many => Some(cjm_core::hash_dict_canonical(&json!(
+            many.iter().map(|s| &s.hash).collect::<Vec<_>>()
+        ))),
+    }
+}
+
+/// What the install decided beyond the plugin's own metadata, as extra install
+/// keys: the local source's hash (how `install-all` sees an edit), the overrides
+/// used, the constraints, and the warnings the operator was shown.
+fn record_install_choices(
+    manifest: &mut Manifest,
+    spec: &PluginSpec,
+    req: Option<&EnvRequest>,
+    warnings: &[String],
+) {
+    let extra = &mut manifest.install.extra;
+    if let Some(req) = req {
+        if let Some(hash) = source_hash_of(&req.local_sources) {
+            extra.insert("source_hash".into(), json!(hash));
+        }
+        if req.ignore_requires_python {
+            extra.insert("ignore_requires_python".into(), json!(true));
+        }
+        if !req.constraints.is_empty() {
+            extra.insert("constraints".into(), json!(req.constraints));
+        }
+    }
+    if spec.allow_missing_interface {
+        extra.insert("allow_missing_interface".into(), json!(true));
+    }
+    if !warnings.is_empty() {
+        extra.insert("install_warnings".into(), json!(warnings));
+    }
 }
 
 /// What a regenerate keeps from the manifest it replaces: the install time (as the
@@ -761,6 +935,34 @@ pub fn module_and_distribution(package: &str) -> (String, Option<String>) {
         name.replace(['-', '.'], "_").to_lowercase(),
         Some(name.to_owned()),
     )
+}
+
+/// Whether a package spec is a path on this machine rather than a requirement or a
+/// URL: it starts with `.` or `/`, or has a path separator (the reference's
+/// test for a path too).
+fn is_local_path(package: &str) -> bool {
+    !package.contains("://")
+        && !package.starts_with("git+")
+        && !package.contains(" @ ")
+        && (package.starts_with(['.', '/']) || package.contains(['/', '\\']))
+}
+
+/// Where [`module_and_distribution`]'s import name comes from, for messages.
+fn module_guess(package: &str) -> String {
+    let package = package.trim();
+    if package.starts_with("git+") {
+        format!("the repository name in `{package}` (`-` → `_`, as the reference does)")
+    } else if package.starts_with("-e ") || is_local_path(package) {
+        if source_name(Path::new(package)).is_some() && !Path::new(package).is_dir() {
+            format!("the file name of `{package}`")
+        } else {
+            format!("the folder name of `{package}` (`-` → `_`, as the reference does)")
+        }
+    } else {
+        format!(
+            "the requirement `{package}` (its name, lowercased, `-` and `.` → `_`, as the reference does)"
+        )
+    }
 }
 
 /// `path` made absolute against the working directory, so that tools run elsewhere

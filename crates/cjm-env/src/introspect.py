@@ -3,7 +3,8 @@
 usage: python -I introspect.py REQUEST_JSON OUT_PATH
 
 REQUEST_JSON: {"module": <import name guessed from the package>, "distribution":
-<distribution name or null>, "plugin": <the plugins.yaml name>}.
+<distribution name or null>, "plugin": <the plugins.yaml name>, "guessed_from": <what
+the module name was guessed from, for messages>, "allow_missing_interface": <bool>}.
 
 Writes one JSON object to OUT_PATH (stdout belongs to the plugin's imports):
 {"ok": true, "meta": {...}, "source": "meta" | "entry_point", "warnings": [...]}
@@ -145,33 +146,104 @@ def find_spec(name):
                       f"{type(e).__name__}: {e}", plugin_traceback(e)) from None
 
 
-def check_interface(meta):
+def check_interface(meta, allow_missing, warnings):
     """The reference's check: the declared interface must import; then the taxonomy
-    derived from it (domain from `cjm_<domain>_plugin_system`, role = class name)."""
+    derived from it (domain from `cjm_<domain>_plugin_system`, role = class name).
+    With `allow_missing_interface` an interface that does not import is a warning,
+    and the taxonomy is derived from its name alone."""
     fqn = meta.get("interface") or ""
     if not fqn:
         raise Failure("the plugin declares no interface (a dotted class path)")
     if "." not in fqn:
         raise Failure(f"the interface must be a dotted path, got {fqn!r}")
     mod_path, cls_name = fqn.rsplit(".", 1)
-    mod = import_module(mod_path, "the interface module")
-    if not hasattr(mod, cls_name):
-        raise Failure(f"interface class {cls_name!r} not found in module {mod_path}")
+    try:
+        mod = import_module(mod_path, "the interface module")
+        if not hasattr(mod, cls_name):
+            raise Failure(f"interface class {cls_name!r} not found in module {mod_path}")
+    except Failure as e:
+        if not allow_missing:
+            e.message += ("; if the plugin works without it, set "
+                          "`allow_missing_interface: true` on its plugins.yaml entry")
+            raise
+        warnings.append(f"interface {fqn} not verified (allow_missing_interface): "
+                        f"{e.message}")
     root = mod_path.split(".")[0]
+    domain = root
     if root.startswith("cjm_") and root.endswith("_plugin_system"):
-        domain = root[len("cjm_"):-len("_plugin_system")]
-    else:
-        domain = root
+        # The reference's own generic interface (`cjm_plugin_system`) would give an
+        # empty domain, which a manifest may not have: its package root stands in.
+        domain = root[len("cjm_"):-len("_plugin_system")] or root
     meta["taxonomy"] = {"domain": domain, "role": cls_name, "interface_fqcn": fqn}
 
 
-def plugin_class(meta, module):
-    mod = import_module(meta.get("module") or f"{module}.plugin", "the plugin module")
+def plugin_class(meta, module, warnings):
+    """The plugin's class, or None with a warning when its module does not import
+    here: the reference installs such a plugin too (a GPU library may only import
+    where the worker runs), without a config schema or WORKER_ENV."""
     name = meta.get("class") or ""
+    try:
+        mod = import_module(meta.get("module") or f"{module}.plugin", "the plugin module")
+    except Failure as e:
+        warnings.append(f"no config schema or WORKER_ENV: {e.message}")
+        return None
     cls = getattr(mod, name, None)
     if not isinstance(cls, type):
         raise Failure(f"plugin class {name!r} not found in module {mod.__name__}")
     return cls
+
+
+def installed_modules(distribution):
+    """What the distribution installs, to show next to a wrong guess."""
+    from importlib import metadata
+
+    if not distribution:
+        return ""
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return f"distribution {distribution!r} is not installed in the environment"
+    tops = sorted({str(f).split("/")[0].removesuffix(".py") for f in (dist.files or [])
+                   if not str(f).split("/")[0].endswith((".dist-info", ".data"))
+                   and not str(f).startswith("..")})
+    return (f"distribution {distribution!r} installs the top-level modules: "
+            + (", ".join(tops) or "(none)"))
+
+
+def distribution_of(module, distribution):
+    """The installed distribution a meta-convention plugin comes from."""
+    from importlib import metadata
+
+    names = [distribution] if distribution else []
+    try:
+        names += metadata.packages_distributions().get(module.split(".")[0], [])
+    except AttributeError:  # Python 3.9 has no packages_distributions()
+        pass
+    for name in names:
+        try:
+            return metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def fill_from_distribution(meta, module, distribution, warnings):
+    """A description or version the metadata leaves out comes from the
+    distribution's `Summary` and `Version`; without one the description stays empty
+    (as the reference leaves it) with a warning."""
+    if meta.get("description") and meta.get("version"):
+        return
+    dist = distribution_of(module, distribution)
+    if not meta.get("version") and dist is not None:
+        meta["version"] = dist.version
+    if not meta.get("description"):
+        summary = (dist.metadata.get("Summary") or "").strip() if dist is not None else ""
+        if summary and summary != "UNKNOWN":
+            meta["description"] = summary
+        else:
+            meta["description"] = ""
+            warnings.append("no description: get_plugin_metadata() has none and the "
+                            "distribution no Summary; the manifest's is empty")
 
 
 def code_facts(meta, cls, warnings):
@@ -205,22 +277,34 @@ def introspect(request):
     if eps:
         meta = from_entry_point(dist, pick_entry_point(eps, request.get("plugin")))
         source = "entry_point"
+        if not meta["description"]:
+            warnings.append("no description: the distribution has no Summary and the "
+                            "class no docstring; the manifest's is empty")
     else:
+        guess = (f"cjm guessed the module name {module!r} from "
+                 f"{request.get('guessed_from') or 'the package'}")
         if find_spec(module) is None:
             raise Failure(
                 f"found no plugin: module {module!r} is not installed and no "
                 f"distribution declares a `{GROUP}` entry point"
                 + (f" (looked in {request['distribution']!r})"
-                   if request.get("distribution") else ""))
+                   if request.get("distribution") else "")
+                + f"; {guess}. If the package's import name differs, declare the plugin "
+                f"in its pyproject.toml: [project.entry-points.\"{GROUP}\"] "
+                f"<name> = \"<module>:<Class>\"",
+                installed_modules(request.get("distribution")))
         if find_spec(f"{module}.meta") is None:
             raise Failure(
                 f"found no plugin metadata: {module} has no meta module; a plugin either "
                 f"provides {module}.meta.get_plugin_metadata() or declares a `{GROUP}` "
-                f"entry point")
+                f"entry point; {guess}")
         meta = from_meta_module(module)
         source = "meta"
-    check_interface(meta)
-    code_facts(meta, plugin_class(meta, module), warnings)
+        fill_from_distribution(meta, module, request.get("distribution"), warnings)
+    check_interface(meta, request.get("allow_missing_interface"), warnings)
+    cls = plugin_class(meta, module, warnings)
+    if cls is not None:
+        code_facts(meta, cls, warnings)
     meta.pop("type", None)
     return {"ok": True, "meta": meta, "source": source, "warnings": warnings}
 

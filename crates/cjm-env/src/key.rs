@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The tool that builds an environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
@@ -34,6 +34,29 @@ pub struct EnvRequest {
     pub extra_index_urls: Vec<String>,
     /// Resolve from `find_links` only, never from an index.
     pub no_index: bool,
+    /// Constraint lines (`requirements.txt` syntax, e.g. `libdemo<2`): they limit the
+    /// versions picked without asking for anything; written to the environment's
+    /// `constraints.txt` and passed with `-c`.
+    pub constraints: Vec<String>,
+    /// Install packages whose `Requires-Python` excludes the interpreter (pip's
+    /// `--ignore-requires-python`; uv has no such flag, see the store).
+    pub ignore_requires_python: bool,
+    /// Local sources among the requirements (a folder or a wheel file), each with a
+    /// hash of its content, so an edit makes a new environment and the tool reads
+    /// the source again instead of its cache.
+    pub local_sources: Vec<LocalSource>,
+}
+
+/// A requirement installed from a path on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalSource {
+    /// The folder or file.
+    pub path: PathBuf,
+    /// Its distribution name, when known (`[project] name` of its pyproject.toml,
+    /// or a wheel's file name): uv is told to reinstall it by that name.
+    pub name: Option<String>,
+    /// `sha256:…` of its files (see [`crate::source_hash`]).
+    pub hash: String,
 }
 
 impl EnvRequest {
@@ -51,6 +74,9 @@ impl EnvRequest {
             index_url: None,
             extra_index_urls: Vec::new(),
             no_index: false,
+            constraints: Vec::new(),
+            ignore_requires_python: false,
+            local_sources: Vec::new(),
         }
     }
 }
@@ -69,6 +95,8 @@ impl std::fmt::Display for EnvKey {
 impl EnvKey {
     /// The key of `req`. Requirements are compared as a set (order and duplicates do
     /// not matter); a wheel counts by its file name, which carries its version.
+    /// Constraints (a set too), `ignore_requires_python` and local sources' hashes
+    /// count only when given, so requests without them keep the keys they had.
     pub fn of(req: &EnvRequest, worker_version: &str) -> Self {
         let mut requirements: Vec<String> = req
             .requirements
@@ -86,7 +114,7 @@ impl EnvKey {
             })
             .collect();
         wheels.sort();
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "backend": req.backend,
             "python": req.python,
             "requirements": requirements,
@@ -98,6 +126,18 @@ impl EnvKey {
             "platform": format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
             "worker": worker_version,
         });
+        if !req.constraints.is_empty() {
+            let mut constraints: Vec<&str> = req.constraints.iter().map(|c| c.trim()).collect();
+            constraints.sort_unstable();
+            constraints.dedup();
+            doc["constraints"] = serde_json::json!(constraints);
+        }
+        if req.ignore_requires_python {
+            doc["ignore_requires_python"] = serde_json::json!(true);
+        }
+        if !req.local_sources.is_empty() {
+            doc["local_sources"] = serde_json::json!(req.local_sources);
+        }
         let hash = cjm_core::hash_dict_canonical(&doc);
         let hex = hash.strip_prefix("sha256:").unwrap_or(&hash);
         Self(hex[..16.min(hex.len())].to_owned())

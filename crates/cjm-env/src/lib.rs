@@ -20,14 +20,16 @@ mod error;
 mod install;
 mod key;
 mod runtime;
+mod source;
 mod store;
 
 pub use conda::{CondaRuntime, CondaSource};
 pub use error::{EnvError, InstallError};
 pub use install::{Installed, Installer, Stage, module_and_distribution};
-pub use key::{Backend, EnvKey, EnvRequest};
+pub use key::{Backend, EnvKey, EnvRequest, LocalSource};
 pub use runtime::{
-    UV_VERSION, download, find_uv, micromamba_url, runtime_dir, setup_micromamba,
+    UV_VERSION, download, find_on_path, find_uv, micromamba_url, runtime_dir, setup_micromamba,
     setup_micromamba_from, setup_uv,
 };
+pub use source::{source_hash, source_name};
 pub use store::{Env, EnvStore};

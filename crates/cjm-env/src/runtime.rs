@@ -305,6 +305,11 @@ fn make_executable(_: &Path) -> Result<(), EnvError> {
     Ok(())
 }
 
+/// `name` on `path` (a `PATH` value), as [`find_uv`] searches it.
+pub fn find_on_path(name: &str, path: Option<&OsStr>) -> Option<PathBuf> {
+    search_path(name, path)
+}
+
 /// `name` in the first folder of `path` (a `PATH` value) holding an executable file
 /// of that name. Empty entries, which a shell reads as the working directory, are
 /// skipped: a tool is never picked up from wherever cjm happens to run.

@@ -4,12 +4,16 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use crate::error::EnvError;
-use crate::key::{Backend, EnvKey, EnvRequest};
+use crate::key::{Backend, EnvKey, EnvRequest, LocalSource};
 
 /// The marker written last into a complete environment.
 const MARKER: &str = ".cjm-env.json";
 /// The resolved set, as `uv pip freeze` reports it.
 const LOCK: &str = "requirements.lock";
+/// The constraints the environment was resolved under, passed with `-c`.
+const CONSTRAINTS: &str = "constraints.txt";
+/// The same in a conda environment, whose folder is the tool's.
+pub(crate) const CONDA_CONSTRAINTS: &str = "cjm-constraints.txt";
 /// Lines of a failing tool's output kept for the error.
 const TAIL: usize = 20;
 
@@ -34,6 +38,12 @@ struct Marker {
     python: String,
     requirements: Vec<String>,
     worker_version: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ignore_requires_python: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    local_sources: Vec<LocalSource>,
 }
 
 /// Environments under one folder, built with one uv.
@@ -205,31 +215,34 @@ impl EnvStore {
         ])
         .arg(&req.python)
         .arg(tmp);
-        self.run("creating the environment", key, venv)?;
+        self.run("creating the environment", key, venv)
+            .map_err(|e| self.python_not_found(&req.python, e))?;
 
         let python = tmp.join("bin").join("python");
+        let constraints = tmp.join(CONSTRAINTS);
+        if !req.constraints.is_empty() {
+            fs_err::write(&constraints, constraints_text(&req.constraints))
+                .map_err(|e| io("writing the constraints", e))?;
+        }
         if !req.requirements.is_empty() || !req.wheels.is_empty() {
-            let mut install = self.uv_cmd();
-            install
-                .args(["pip", "install", "--quiet", "--python"])
-                .arg(&python);
-            if req.no_index {
-                install.arg("--no-index");
+            if req.ignore_requires_python {
+                self.pip_install_ignoring_requires_python(key, req, &python, &constraints)?;
+            } else {
+                let mut install = self.uv_cmd();
+                install
+                    .args(["pip", "install", "--quiet", "--python"])
+                    .arg(&python);
+                index_options(&mut install, req);
+                if refresh {
+                    install.arg("--refresh");
+                }
+                if !req.constraints.is_empty() {
+                    install.arg("--constraint").arg(&constraints);
+                }
+                reread_local_sources(&mut install, &req.local_sources);
+                install.args(&req.requirements).args(&req.wheels);
+                self.run("installing the requirements", key, install)?;
             }
-            if refresh {
-                install.arg("--refresh");
-            }
-            if let Some(url) = &req.index_url {
-                install.args(["--index-url", url]);
-            }
-            for url in &req.extra_index_urls {
-                install.args(["--extra-index-url", url]);
-            }
-            for dir in &req.find_links {
-                install.arg("--find-links").arg(dir);
-            }
-            install.args(&req.requirements).args(&req.wheels);
-            self.run("installing the requirements", key, install)?;
         }
 
         let mut freeze = self.uv_cmd();
@@ -241,9 +254,109 @@ impl EnvStore {
             python: req.python.clone(),
             requirements: req.requirements.clone(),
             worker_version: self.worker_version.clone(),
+            constraints: req.constraints.clone(),
+            ignore_requires_python: req.ignore_requires_python,
+            local_sources: req.local_sources.clone(),
         };
         let text = serde_json::to_string_pretty(&marker).unwrap_or_default();
         fs_err::write(tmp.join(MARKER), text).map_err(|e| io("marking the environment complete", e))
+    }
+
+    /// `ignore_requires_python` on the uv backend. uv has no
+    /// `--ignore-requires-python`; its `--python-version` would resolve as if for
+    /// another interpreter, which evaluates `python_version` markers wrongly (a
+    /// dependency meant for 3.11 only is left out). So uv installs pip into the
+    /// environment, from the same indexes, and that pip installs the requirements
+    /// with `--ignore-requires-python`, evaluating markers for the real interpreter.
+    fn pip_install_ignoring_requires_python(
+        &self,
+        key: &EnvKey,
+        req: &EnvRequest,
+        python: &Path,
+        constraints: &Path,
+    ) -> Result<(), EnvError> {
+        let mut bootstrap = self.uv_cmd();
+        bootstrap
+            .args(["pip", "install", "--quiet", "--python"])
+            .arg(python);
+        index_options(&mut bootstrap, req);
+        bootstrap.arg("pip");
+        self.run(
+            "installing pip (for ignore_requires_python)",
+            key,
+            bootstrap,
+        )?;
+
+        let mut pip = Command::new(python);
+        pip.args(["-m", "pip", "install", "--quiet", "--no-input"])
+            .args(["--disable-pip-version-check", "--ignore-requires-python"])
+            .env_remove("VIRTUAL_ENV")
+            .env("PIP_REQUIRE_VIRTUALENV", "0")
+            .stdin(Stdio::null());
+        index_options(&mut pip, req);
+        if !req.constraints.is_empty() {
+            pip.arg("--constraint").arg(constraints);
+        }
+        if !req.local_sources.is_empty() {
+            // pip keeps no cache of built local packages under their version.
+            pip.arg("--no-cache-dir");
+        }
+        pip.args(&req.requirements).args(&req.wheels);
+        self.run("installing the requirements with pip", key, pip)
+            .map(drop)
+    }
+
+    /// A failed `uv venv` because the interpreter asked for is not here (and could
+    /// not be downloaded) becomes a message naming the interpreters that are.
+    fn python_not_found(&self, requested: &str, error: EnvError) -> EnvError {
+        let EnvError::Tool { output_tail, .. } = &error else {
+            return error;
+        };
+        let missing = output_tail.iter().any(|l| {
+            l.contains("No interpreter found")
+                || l.contains("Failed to download")
+                || l.contains("No download found")
+        });
+        if !missing {
+            return error;
+        }
+        EnvError::PythonNotFound {
+            requested: requested.to_owned(),
+            found: self.installed_pythons(),
+            output_tail: output_tail.clone(),
+        }
+    }
+
+    /// `VERSION (PATH)` for each interpreter uv finds without downloading, one per
+    /// version.
+    fn installed_pythons(&self) -> Vec<String> {
+        let mut list = self.uv_cmd();
+        list.args([
+            "python",
+            "list",
+            "--only-installed",
+            "--output-format",
+            "json",
+        ]);
+        let Ok(out) = list.output() else {
+            return Vec::new();
+        };
+        let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let mut seen = Vec::new();
+        let mut shown = Vec::new();
+        for p in &found {
+            let (Some(version), Some(path)) = (
+                p.get("version").and_then(serde_json::Value::as_str),
+                p.get("path").and_then(serde_json::Value::as_str),
+            ) else {
+                continue;
+            };
+            if !seen.contains(&version) {
+                seen.push(version);
+                shown.push(format!("{version} ({path})"));
+            }
+        }
+        shown
     }
 
     fn uv_cmd(&self) -> Command {
@@ -333,6 +446,44 @@ impl EnvStore {
         self.remove(&self.key(req))?;
         self.ensure_with(req, true)
     }
+}
+
+/// The index options of `req`, for uv and pip alike.
+fn index_options(cmd: &mut Command, req: &EnvRequest) {
+    if req.no_index {
+        cmd.arg("--no-index");
+    }
+    if let Some(url) = &req.index_url {
+        cmd.args(["--index-url", url]);
+    }
+    for url in &req.extra_index_urls {
+        cmd.args(["--extra-index-url", url]);
+    }
+    for dir in &req.find_links {
+        cmd.arg("--find-links").arg(dir);
+    }
+}
+
+/// Makes uv read each local source again: a package rebuilt under the same
+/// version would otherwise come from uv's cache, which for a folder only looks
+/// at `pyproject.toml`, `setup.py` and `setup.cfg`.
+fn reread_local_sources(cmd: &mut Command, sources: &[LocalSource]) {
+    if sources.iter().any(|s| s.name.is_none()) {
+        cmd.arg("--refresh");
+    }
+    for name in sources.iter().filter_map(|s| s.name.as_deref()) {
+        cmd.args(["--reinstall-package", name]);
+    }
+}
+
+/// Constraint lines as a file.
+pub(crate) fn constraints_text(lines: &[String]) -> String {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line.trim());
+        text.push('\n');
+    }
+    text
 }
 
 fn io(what: &str, source: std::io::Error) -> EnvError {

@@ -41,7 +41,7 @@ pub use crate::{
         CURRENT_FORMAT_VERSION, CodeSection, DriftTracking, FormatVersion, InstallSection,
         Manifest, compute_config_schema_hash,
     },
-    plugins::{Backend, DeclaredResources, PluginSpec, PluginsFile},
+    plugins::{Backend, Constraints, DeclaredResources, PluginSpec, PluginsFile},
     validate::validate_manifest,
     worker_env::WorkerEnvVar,
 };

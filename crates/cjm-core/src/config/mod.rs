@@ -143,6 +143,30 @@ impl Default for SubstrateConfig {
     }
 }
 
+/// Version pins that limit what an environment's resolver may pick, without asking
+/// for anything to be installed (pip's and uv's `--constraint`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraints {
+    /// A constraints file (`requirements.txt` syntax), read when an environment is
+    /// built; its content, not its name, decides the environment.
+    File(PathBuf),
+    /// Pins written inline, like `libdemo<2`.
+    Pins(Vec<String>),
+}
+
+/// The `install:` section: defaults for every plugins.yaml entry (cjm's own; the
+/// reference has no such section).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InstallConfig {
+    /// Install packages whose `Requires-Python` excludes the environment's
+    /// interpreter; an entry's own `ignore_requires_python` wins.
+    pub ignore_requires_python: bool,
+    /// Constraints applied to every environment, on top of an entry's own. A file
+    /// is relative to `cjm.yaml`'s folder.
+    pub constraints: Option<Constraints>,
+}
+
 /// The resolved project configuration.
 ///
 /// Every path in it is absolute: the reference leaves environment, command-line and
@@ -161,6 +185,8 @@ pub struct CjmConfig {
     pub models_dir: Option<PathBuf>,
     /// The `substrate:` section.
     pub substrate: SubstrateConfig,
+    /// The `install:` section.
+    pub install: InstallConfig,
     /// The `cjm.yaml` that was read, if any.
     pub source: Option<PathBuf>,
     /// What was ignored in `cjm.yaml`: unknown keys and repeated ones.
@@ -462,6 +488,7 @@ pub fn load_config(
             .unwrap_or_else(|| cwd.join("plugins.yaml")),
         models_dir: file.models_dir,
         substrate: file.substrate,
+        install: file.install,
         source: yaml_path,
         warnings: file.warnings,
     })
@@ -497,6 +524,7 @@ struct FileLayer {
     plugins_config: Option<PathBuf>,
     models_dir: Option<PathBuf>,
     substrate: SubstrateConfig,
+    install: InstallConfig,
     warnings: Vec<ConfigWarning>,
 }
 
@@ -603,6 +631,7 @@ impl Reader<'_> {
             match string_key(key) {
                 Some("runtime") => self.read_runtime(value),
                 Some("substrate") => self.read_substrate(value),
+                Some("install") => self.read_install(value),
                 Some("data_dir") => self.layer.data_dir = self.path_value("data_dir", value),
                 Some("plugins_config") => {
                     self.layer.plugins_config = self.path_value("plugins_config", value);
@@ -673,6 +702,45 @@ impl Reader<'_> {
                 let key_path = format!("substrate.{}", key_text(&key.value));
                 self.problem(&key_path, value, "true or false");
             }
+        }
+    }
+
+    fn read_install(&mut self, node: &Node) {
+        for (key, value) in self.entries("install.", node) {
+            match string_key(key) {
+                Some("ignore_requires_python") => {
+                    if let Value::Bool(b) = value.value {
+                        self.layer.install.ignore_requires_python = b;
+                    } else {
+                        self.problem("install.ignore_requires_python", value, "true or false");
+                    }
+                }
+                Some("constraints") => self.read_constraints(value),
+                _ => self.unknown("install.", key),
+            }
+        }
+    }
+
+    /// `install.constraints`: a file path (relative to this file) or a list of pins.
+    fn read_constraints(&mut self, node: &Node) {
+        const EXPECTED: &str = "a constraints file path or a list of pins";
+        let key = "install.constraints";
+        match &node.value {
+            Value::Null => self.layer.install.constraints = None,
+            Value::Str(s) if !s.is_empty() => {
+                self.layer.install.constraints = self.path_value(key, node).map(Constraints::File);
+            }
+            Value::Seq(items) => {
+                let mut pins = Vec::with_capacity(items.len());
+                for item in items {
+                    match &item.value {
+                        Value::Str(pin) if !pin.trim().is_empty() => pins.push(pin.clone()),
+                        _ => self.problem(key, item, "a pin such as \"libdemo<2\""),
+                    }
+                }
+                self.layer.install.constraints = Some(Constraints::Pins(pins));
+            }
+            _ => self.problem(key, node, EXPECTED),
         }
     }
 

@@ -505,3 +505,58 @@ fn conda_types_parse_and_print_their_reference_spelling() {
     );
     assert_eq!("local".parse(), Ok(RuntimeMode::Local));
 }
+
+#[test]
+fn the_install_section_sets_defaults_for_every_plugin() {
+    let scratch = Scratch::new();
+    let yaml = "install:\n  ignore_requires_python: true\n  constraints: pins/constraints.txt\n";
+    let config = load_in(
+        &scratch,
+        Some(yaml),
+        &[("HOME", "/h")],
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(config.install.ignore_requires_python);
+    let root = fs_err::canonicalize(&scratch.root).unwrap();
+    assert_eq!(
+        config.install.constraints,
+        Some(cjm_core::Constraints::File(
+            root.join("pins/constraints.txt")
+        ))
+    );
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+
+    let yaml = "install:\n  constraints: [\"libdemo<2\"]\n  extra: 1\n";
+    let config = load_in(
+        &scratch,
+        Some(yaml),
+        &[("HOME", "/h")],
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(!config.install.ignore_requires_python);
+    assert_eq!(
+        config.install.constraints,
+        Some(cjm_core::Constraints::Pins(vec!["libdemo<2".into()]))
+    );
+    assert_eq!(config.warnings[0].key, "install.extra");
+
+    let yaml = "install:\n  ignore_requires_python: yes please\n  constraints: 3\n";
+    let err = load_in(
+        &scratch,
+        Some(yaml),
+        &[("HOME", "/h")],
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    let text = scratch.redact(&err.to_string());
+    assert!(
+        text.contains("install.ignore_requires_python: expected true or false"),
+        "{text}"
+    );
+    assert!(
+        text.contains("install.constraints: expected a constraints file path or a list of pins"),
+        "{text}"
+    );
+}

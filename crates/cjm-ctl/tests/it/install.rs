@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::{text, uv, version, wheelhouse, worker_wheel};
+use crate::support::{python, setup_wheelhouse, text, uv, version, wheelhouse, worker_wheel};
 
 /// A scratch project: a wheelhouse, a plugins.yaml and an empty data folder.
 struct Project(PathBuf);
@@ -290,4 +290,88 @@ fn remove_repair_and_gc_keep_environments_and_manifests_consistent() {
         "{}",
         text(&gone.stderr)
     );
+}
+
+/// `cjm-ctl install-all` with no uv anywhere: a `PATH` holding only `python3` (the
+/// test venv's, with pip) and the system folders, no `CJM_UV`, and pip pointed at
+/// `wheels` instead of an index, so nothing touches the network.
+fn install_all_without_uv(p: &Project, wheels: &Path) -> Output {
+    let bin = p.0.join("bin");
+    fs_err::create_dir_all(&bin).unwrap();
+    // A script, not a link: a link elsewhere would not find the venv's pyvenv.cfg.
+    let script = bin.join("python3");
+    fs_err::write(
+        &script,
+        format!("#!/bin/sh\nexec '{}' \"$@\"\n", python().display()),
+    )
+    .unwrap();
+    let mut perms = fs_err::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs_err::set_permissions(&script, perms).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    for dir in std::env::split_paths(&path) {
+        assert!(!dir.join("uv").exists(), "{} has a uv", dir.display());
+    }
+    Command::new(env!("CARGO_BIN_EXE_cjm-ctl"))
+        .current_dir(&p.0)
+        .env_remove("CJM_UV")
+        .env_remove("CJM_DATA_DIR")
+        .env_remove("PIP_INDEX_URL")
+        .env("PATH", path)
+        .env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", wheels)
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("CJM_WORKER_WHEEL", worker_wheel())
+        .args(["--data-dir"])
+        .arg(p.0.join("data"))
+        .arg("install-all")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn install_all_on_a_data_folder_with_no_runtime_installs_the_pinned_uv_first() {
+    let p = Project::new("no-runtime");
+    p.plugins(&[("demo-plugin-ep", "demo-plugin-ep")]);
+    let out = install_all_without_uv(&p, &setup_wheelhouse());
+    let stdout = ok(&out);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("uv not found (looked at $CJM_UV, ")
+            && stderr.contains("installing uv 0.13.9 into"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("✓ demo-plugin-ep 0.3.0 installed"),
+        "{stdout}"
+    );
+    assert!(p.0.join("data/runtime/bin/uv").is_file());
+
+    // Offline with no uv wheel either: where it looked and how to provide one.
+    let q = Project::new("no-runtime-offline");
+    q.plugins(&[("demo-plugin-ep", "demo-plugin-ep")]);
+    let out = install_all_without_uv(&q, &q.0.join("wheelhouse"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("looked at $CJM_UV, "), "{stderr}");
+    assert!(stderr.contains("installing uv 0.13.9 with"), "{stderr}");
+    assert!(stderr.contains("--uv PATH or set CJM_UV"), "{stderr}");
+    assert!(!q.0.join("data/manifests").exists());
+}
+
+#[test]
+fn install_all_takes_the_uv_to_use_from_the_command_line() {
+    let p = Project::new("uv-flag");
+    p.plugins(&[("demo-plugin-ep", "demo-plugin-ep")]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cjm-ctl"));
+    cmd.current_dir(&p.0)
+        .env_remove("CJM_UV")
+        .env_remove("CJM_DATA_DIR")
+        .env("CJM_WORKER_WHEEL", worker_wheel())
+        .arg("--data-dir")
+        .arg(p.0.join("data"))
+        .args(["install-all", "--uv"]);
+    let out = cmd.arg(uv()).output().unwrap();
+    assert!(ok(&out).contains("1 installed"));
+    assert!(!p.0.join("data/runtime").exists(), "nothing set up");
 }

@@ -58,6 +58,15 @@ pub(crate) fn wheelhouse(out: &Path) {
 }
 
 /// Output bytes as text.
+/// The wheels `cargo xtask setup` downloads for offline tests (`CJM_WHEELHOUSE`),
+/// the pinned uv's among them.
+pub(crate) fn setup_wheelhouse() -> PathBuf {
+    std::env::var_os("CJM_WHEELHOUSE").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/wheelhouse"),
+        PathBuf::from,
+    )
+}
+
 pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

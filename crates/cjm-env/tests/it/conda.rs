@@ -26,6 +26,7 @@ pub(crate) fn config(data_dir: &Path, conda_type: CondaType) -> CjmConfig {
         plugins_config: data_dir.join("plugins.yaml"),
         models_dir: None,
         substrate: SubstrateConfig::default(),
+        install: cjm_core::InstallConfig::default(),
         source: None,
         warnings: Vec::new(),
     }
@@ -579,4 +580,75 @@ fn the_installer_builds_a_conda_plugin_the_reference_way() {
     );
     assert!(text.contains("Could not solve"), "{text}");
     assert!(!fake.dir().join("manifests/broken.json").exists());
+}
+
+#[test]
+fn the_conda_backend_passes_ignore_requires_python_and_constraints_to_pip() {
+    use cjm_env::Installer;
+    use cjm_manifest::PluginsFile;
+
+    let mut fake = Fake::new("installer-overrides");
+    fake.uv = Some(crate::support::uv());
+    let (conda, prefix) = local_micromamba(&fake, &[]);
+    crate::support::wheelhouse(fake.dir());
+    let entry = |extra: &str| {
+        let yaml = format!(
+            "plugins:
+  - name: demo-plugin-future
+    env_name: cjm-future
+    package: demo-plugin-future
+    backend: conda
+    python_version: \"3.11\"
+    find_links: [wheelhouse]
+    no_index: true
+{extra}"
+        );
+        PluginsFile::from_yaml_str(&yaml, "plugins.yaml")
+            .unwrap()
+            .plugins
+            .remove(0)
+    };
+    let installer = Installer::new(
+        crate::support::store(fake.dir()),
+        fake.dir().join("manifests"),
+        crate::support::worker_wheel(),
+    )
+    .base_dir(fake.dir())
+    .conda(conda);
+
+    // Refused without the override, with the override named.
+    let error = installer
+        .install(&entry(""), false, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("requires Python >=3.99"),
+        "{error}"
+    );
+    assert!(
+        error
+            .hint()
+            .unwrap()
+            .contains("ignore_requires_python: true"),
+        "{error:?}"
+    );
+
+    let spec = entry("    ignore_requires_python: true\n    constraints: [\"libdemo<2\"]\n");
+    let done = installer.install(&spec, false, &mut |_| {}).unwrap();
+    let env = prefix.join("envs/cjm-future");
+    let pip = fake
+        .changes()
+        .into_iter()
+        .rfind(|c| c.contains(&"pip".to_owned()))
+        .unwrap();
+    let constraints = env.join("cjm-constraints.txt");
+    assert!(
+        pip.contains(&"--ignore-requires-python".to_owned()),
+        "{pip:?}"
+    );
+    let at = pip.iter().position(|a| a == "-c").unwrap();
+    assert_eq!(pip[at + 1], constraints.display().to_string());
+    assert_eq!(fs_err::read_to_string(&constraints).unwrap(), "libdemo<2\n");
+    let extra = &done.manifest.install.extra;
+    assert_eq!(extra["ignore_requires_python"], true);
+    assert_eq!(extra["constraints"][0], "libdemo<2");
 }

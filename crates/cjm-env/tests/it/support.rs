@@ -20,6 +20,16 @@ pub(crate) fn uv() -> PathBuf {
     )
 }
 
+/// The wheels `cargo xtask setup` downloads for offline install tests (pip, uv,
+/// `flit_core`, the reference package and its dependencies): `CJM_WHEELHOUSE`, as
+/// `cargo xtask test` sets it.
+pub(crate) fn setup_wheelhouse() -> PathBuf {
+    std::env::var_os("CJM_WHEELHOUSE").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/wheelhouse"),
+        PathBuf::from,
+    )
+}
+
 /// A scratch folder removed on drop.
 pub(crate) struct Scratch(pub(crate) PathBuf);
 

@@ -231,3 +231,47 @@ fn duplicate_keys_in_one_entry_are_a_yaml_error_rather_than_a_silent_last_wins()
     .unwrap_err();
     assert_eq!(error.to_string(), "`dup.yaml` is not valid YAML");
 }
+
+#[test]
+fn install_overrides_parse_and_bad_values_are_rejected() {
+    let file = PluginsFile::from_yaml_str(
+        r#"
+plugins:
+  - name: a
+    env_name: a
+    package: a
+    python_version: "3.11"
+    ignore_requires_python: true
+    allow_missing_interface: true
+    constraints: constraints.txt
+  - name: b
+    env_name: b
+    package: ./plugins/b
+    python_version: "3.11"
+    constraints: ["libdemo<2"]
+"#,
+        "plugins.yaml",
+    )
+    .unwrap();
+    let a = file.get("a").unwrap();
+    assert_eq!(a.ignore_requires_python, Some(true));
+    assert!(a.allow_missing_interface);
+    assert_eq!(
+        a.constraints,
+        Some(cjm_manifest::Constraints::File("constraints.txt".into()))
+    );
+    let b = file.get("b").unwrap();
+    assert_eq!(b.ignore_requires_python, None, "left to cjm.yaml");
+    assert!(!b.allow_missing_interface);
+    assert_eq!(
+        b.constraints,
+        Some(cjm_manifest::Constraints::Pins(vec!["libdemo<2".into()]))
+    );
+    check(
+        "plugins:\n  - name: a\n    env_name: a\n    package: a\n    python_version: \"3.11\"\n    ignore_requires_python: 1\n    constraints: {x: 1}\n",
+        &[
+            "plugins[0].ignore_requires_python (line 6): expected true or false, found 1",
+            "plugins[0].constraints (line 7): expected a constraints file path or a list of pins, found {\"x\": 1}",
+        ],
+    );
+}

@@ -121,7 +121,8 @@ fn broken_manifests_are_rejected_with_every_problem_and_its_path() {
         &[
             "name: required field is missing",
             "version: expected a string, found 1",
-            "description: required field is empty",
+            // An empty description is fine (issue 10): the reference's installer
+            // writes one for every plugin that declares none.
             "python_path: required field is missing",
             r#"interface: "Flat" is not a dotted name (expected `module.subpackage.ClassName`)"#,
             "category: expected a string, found 3",
@@ -132,6 +133,24 @@ fn broken_manifests_are_rejected_with_every_problem_and_its_path() {
             "resources: expected an object or null, found []",
         ],
     );
+}
+
+#[test]
+fn an_empty_description_is_valid_but_a_missing_one_is_not() {
+    // Issue 10: the reference's validator rejects the manifests its own installer
+    // writes for plugins without a description.
+    let mut manifest = case("valid_v2");
+    manifest["code"]["description"] = "".into();
+    assert_eq!(validate_manifest(&manifest), vec![]);
+    manifest["code"]
+        .as_object_mut()
+        .unwrap()
+        .remove("description");
+    let problems: Vec<String> = validate_manifest(&manifest)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(problems, ["code.description: required field is missing"]);
 }
 
 #[test]
