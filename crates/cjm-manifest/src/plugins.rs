@@ -229,6 +229,9 @@ const ENTRY_KEYS: &[&str] = &[
     "no_index",
     "env_vars",
     "resources",
+    "ignore_requires_python",
+    "constraints",
+    "allow_missing_interface",
 ];
 
 #[derive(Default)]

@@ -253,6 +253,7 @@ plugins:
         "plugins.yaml",
     )
     .unwrap();
+    assert!(file.warnings.is_empty(), "known keys: {:?}", file.warnings);
     let a = file.get("a").unwrap();
     assert_eq!(a.ignore_requires_python, Some(true));
     assert!(a.allow_missing_interface);
