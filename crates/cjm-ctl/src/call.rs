@@ -191,13 +191,15 @@ fn call_installed(a: &CallArgs, global: &Global, opts: CallOptions) -> anyhow::R
         Err(e) => return Ok(report_manager(&e)),
     };
     while let Ok(event) = events.try_recv() {
-        if let cjm::manager::ManagerEvent::Drift { message, .. } = event {
+        if let cjm::manager::ManagerEvent::Drift { message, .. } = event
+            && !ctx.quiet
+        {
             eprintln!("warning: {message}");
         }
     }
     let code = match manager.worker(&id) {
         Some(worker) => {
-            let progress = Progress::watch(&worker);
+            let progress = (!ctx.quiet).then(|| Progress::watch(&worker));
             let outcome = if a.stream {
                 print_stream(&worker, args, kwargs)
             } else {
@@ -468,7 +470,13 @@ fn report(e: &WorkerError, code: u8) -> ExitCode {
     {
         let _ = write!(err, "{tb}");
     }
-    if let Some(h) = e.hint() {
+    if let WorkerError::Plugin(cjm::core::PluginError::Timeout { timeout, .. }) = e {
+        let _ = writeln!(
+            err,
+            "hint: raise --timeout (it was {} s), or check why the plugin is slow",
+            timeout.as_secs_f64()
+        );
+    } else if let Some(h) = e.hint() {
         let _ = writeln!(err, "hint: {h}");
     }
     ExitCode::from(code)

@@ -24,6 +24,33 @@ pub(crate) struct Global {
     /// The conda implementation: micromamba, miniforge or conda.
     #[arg(long, global = true, value_name = "TYPE", value_parser = parse_conda_type)]
     pub(crate) conda_type: Option<CondaType>,
+    /// More detail on stderr: -v what cjm does, -vv everything (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub(crate) verbose: u8,
+    /// Errors only on stderr: no warnings, no progress.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+}
+
+impl Global {
+    /// Sends cjm's own log records (the manager's, the workers' lifecycle) to
+    /// stderr at the level -v/-q ask for: warnings by default.
+    pub(crate) fn init_logging(&self) {
+        use tracing_subscriber::EnvFilter;
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "info",
+            (false, _) => "debug",
+        };
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_target(false)
+            .try_init();
+    }
 }
 
 fn parse_conda_type(s: &str) -> Result<CondaType, String> {
@@ -38,6 +65,8 @@ fn parse_conda_type(s: &str) -> Result<CondaType, String> {
 pub(crate) struct Ctx {
     pub(crate) cfg: CjmConfig,
     pub(crate) cwd: PathBuf,
+    /// `-q`: no warnings and no progress on stderr.
+    pub(crate) quiet: bool,
 }
 
 impl Ctx {
@@ -52,10 +81,16 @@ impl Ctx {
         };
         let cfg = cjm::core::load_config(&options, &|k| std::env::var(k).ok(), &cwd)
             .map_err(|e| anyhow::anyhow!("{}", crate::with_causes(&e)))?;
-        for w in &cfg.warnings {
-            eprintln!("warning: {w}");
+        if !global.quiet {
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
         }
-        Ok(Self { cfg, cwd })
+        Ok(Self {
+            cfg,
+            cwd,
+            quiet: global.quiet,
+        })
     }
 
     /// `<data_dir>/envs`: one folder per environment key.
@@ -186,7 +221,7 @@ impl Ctx {
             );
         }
         let file = PluginsFile::load(&path).map_err(|e| anyhow::anyhow!(crate::with_causes(&e)))?;
-        for w in &file.warnings {
+        for w in file.warnings.iter().filter(|_| !self.quiet) {
             eprintln!("warning: {}: {w}", path.display());
         }
         Ok((path, file))

@@ -87,7 +87,7 @@ pub(crate) fn install_all(a: &InstallAllArgs, global: &Global) -> anyhow::Result
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     let started = Instant::now();
-    let outcomes = with_progress(&installer, &specs, a.force, jobs, a.json);
+    let outcomes = with_progress(&installer, &specs, a.force, jobs, a.json || ctx.quiet);
     let elapsed = started.elapsed();
     let failed = outcomes.iter().filter(|o| o.is_err()).count();
     if a.json {
@@ -286,7 +286,7 @@ pub(crate) fn regenerate(a: &RegenerateArgs, global: &Global) -> anyhow::Result<
 }
 
 /// A plugins.yaml entry rebuilt from what a manifest recorded.
-fn spec_from_manifest(name: &str, m: &Manifest) -> PluginSpec {
+pub(crate) fn spec_from_manifest(name: &str, m: &Manifest) -> PluginSpec {
     let extra = |k: &str| {
         m.install
             .extra

@@ -19,6 +19,7 @@ mod call;
 mod ctx;
 mod doctor;
 mod host;
+mod inspect;
 mod install;
 mod plugins;
 mod runtime;
@@ -68,6 +69,15 @@ enum Command {
     ListSecrets(secrets::ListSecretsArgs),
     /// Read or change a plugin's persisted configuration, validated.
     Config(secrets::ConfigArgs),
+    /// Show a plugin's configuration schema and the configuration it loads with.
+    Schema(inspect::SchemaArgs),
+    /// Show an installed plugin: manifest, environment, configuration, variables, secrets (names), log.
+    Info(inspect::InfoArgs),
+    /// Print a shell completion script: `cjm-ctl completions bash > /etc/bash_completion.d/cjm-ctl`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// An operation that ran and failed (exit code 1); its message is complete.
@@ -115,6 +125,7 @@ pub(crate) fn confirm(question: &str, doing: &str) -> anyhow::Result<bool> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = &cli.global;
+    g.init_logging();
     let result = match cli.command {
         Command::SetupRuntime(a) => runtime::run(&a, g),
         Command::InstallAll(a) => install::install_all(&a, g),
@@ -131,8 +142,28 @@ fn main() -> ExitCode {
         Command::SetSecret(a) => secrets::set_secret(&a, g),
         Command::ListSecrets(a) => secrets::list_secrets(&a, g),
         Command::Config(a) => secrets::config(&a, g),
+        Command::Schema(a) => inspect::schema(&a, g),
+        Command::Info(a) => inspect::info(&a, g),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "cjm-ctl",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|e| {
+        // `cjm-ctl list | head`: the reader has what it wanted.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            return ExitCode::SUCCESS;
+        }
         let code = if e.downcast_ref::<Failure>().is_some() {
             1
         } else {
@@ -141,4 +172,13 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stderr(), "error: {e:#}");
         ExitCode::from(code)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -297,7 +297,7 @@ pub(crate) fn config(a: &ConfigArgs, global: &Global) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn default_instance_only(plugin: &str, instance: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn default_instance_only(plugin: &str, instance: Option<&str>) -> anyhow::Result<()> {
     match instance {
         Some(id) if id != plugin => bail!(
             "only a plugin's default instance has a persisted configuration (as in the reference); instance {id} of {plugin} lives only in the manager that loaded it"
@@ -306,14 +306,17 @@ fn default_instance_only(plugin: &str, instance: Option<&str>) -> anyhow::Result
     }
 }
 
-fn manifest(ctx: &Ctx, plugin: &str) -> anyhow::Result<Manifest> {
+pub(crate) fn manifest(ctx: &Ctx, plugin: &str) -> anyhow::Result<Manifest> {
     ctx.discover()
         .get(plugin)
         .map(|d| d.manifest.clone())
         .with_context(|| format!("plugin {plugin} is not installed; `cjm-ctl list` shows what is"))
 }
 
-fn compile(plugin: &str, manifest: &Manifest) -> anyhow::Result<cjm_schema::ConfigSchema> {
+pub(crate) fn compile(
+    plugin: &str,
+    manifest: &Manifest,
+) -> anyhow::Result<cjm_schema::ConfigSchema> {
     cjm_schema::ConfigSchema::compile(plugin, manifest.code.config_schema.as_ref())
         .map_err(|e| anyhow::Error::from(crate::Failure(format!("{e}\nhint: {}", e.hint()))))
 }

@@ -33,9 +33,6 @@ pub(crate) struct EstimateSizeArgs {
     /// Only this plugin.
     #[arg(long = "plugin", short = 'p', value_name = "NAME")]
     plugin: Option<String>,
-    /// Show every resolved package.
-    #[arg(long, short = 'v')]
-    verbose: bool,
     /// Never let uv reach a package index (resolve from its cache and find_links only).
     #[arg(long)]
     offline: bool,
@@ -75,6 +72,9 @@ enum Outcome {
 
 pub(crate) fn run(a: &EstimateSizeArgs, g: &Global) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::load(g)?;
+    if a.plugins.is_none() && !ctx.plugins_path(None).is_file() {
+        return installed_sizes(a, g, &ctx);
+    }
     let (path, file) = ctx.plugins_file(a.plugins.as_deref())?;
     let specs: Vec<&PluginSpec> = match &a.plugin {
         Some(name) => match file.get(name) {
@@ -93,13 +93,60 @@ pub(crate) fn run(a: &EstimateSizeArgs, g: &Global) -> anyhow::Result<ExitCode> 
     if a.json {
         print_json(&path, &specs, &outcomes)?;
     } else {
-        print_table(&path, &specs, &outcomes, a.verbose)?;
+        print_table(&path, &specs, &outcomes, g.verbose > 0)?; // -v: every resolved package
     }
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Without a plugins.yaml: the disk space of the installed plugins' environments.
+fn installed_sizes(a: &EstimateSizeArgs, g: &Global, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let discovery = ctx.discover();
+    let found: Vec<_> = discovery
+        .found
+        .iter()
+        .filter(|d| a.plugin.as_ref().is_none_or(|p| *p == d.manifest.code.name))
+        .collect();
+    if let Some(name) = &a.plugin
+        && found.is_empty()
+    {
+        return Err(crate::ctx::not_installed(name, &discovery));
+    }
+    let specs: Vec<PluginSpec> = found
+        .iter()
+        .map(|d| crate::install::spec_from_manifest(&d.manifest.code.name, &d.manifest))
+        .collect();
+    let store = ctx.store_for_reading();
+    let outcomes: Vec<Outcome> = found
+        .iter()
+        .map(|d| {
+            let m = &d.manifest;
+            let (env_key, dir) = if let Some(k) = crate::plugins::env_key(m) {
+                (k.0.clone(), store.dir(&k))
+            } else {
+                // conda, or an existing interpreter: the prefix above bin/python.
+                let python = Path::new(&m.install.python_path);
+                let prefix = python.parent().and_then(Path::parent).unwrap_or(python);
+                (m.install.conda_env.clone(), prefix.to_owned())
+            };
+            Outcome::Installed {
+                env_key,
+                bytes: dir_size(&dir),
+                dir,
+            }
+        })
+        .collect();
+    let refs: Vec<&PluginSpec> = specs.iter().collect();
+    let label = ctx.cfg.manifests_dir();
+    if a.json {
+        print_json(&label, &refs, &outcomes)?;
+    } else {
+        print_table(&label, &refs, &outcomes, g.verbose > 0)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn estimate(

@@ -214,3 +214,92 @@ fn a_closed_stdout_pipe_ends_a_stream_quietly() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("Broken pipe"), "{err}");
 }
+
+#[test]
+fn schema_shows_each_field_with_the_configuration_a_load_would_use() {
+    let d = Data::new("schema");
+    d.counter("counter", &json!([]));
+    let doc = d.call_json(&["schema", "counter", "--json"]);
+    assert_eq!(doc["persisted"], false);
+    assert_eq!(
+        doc["config"],
+        json!({"step": 1, "label": "x", "rendezvous": 0})
+    );
+    assert_eq!(doc["schema"]["properties"]["step"]["minimum"], 1);
+    let set = d.ctl(&["config", "set", "counter", "step=4"]);
+    assert_eq!(set.status.code(), Some(0), "{}", text(&set.stderr));
+    let out = d.ctl(&["schema", "counter"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("configuration persisted"), "{shown}");
+    assert!(
+        shown.contains("  step: integer = 4\n      default 1; minimum 1"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn info_names_variables_and_secrets_but_never_a_secret_value() {
+    let d = Data::new("info");
+    d.counter(
+        "needs-token",
+        &json!([
+            {"name": "DEMO_TOKEN", "secret": true, "required": true},
+            {"name": "VISIBLE", "default": "shown"}
+        ]),
+    );
+    let before = d.call_json(&["info", "needs-token", "--json"]);
+    assert_eq!(before["secrets"][0]["name"], "DEMO_TOKEN");
+    assert_eq!(before["secrets"][0]["set"], false);
+    assert_eq!(before["worker_env"][0]["default"], "shown");
+    assert_eq!(before["environment"]["exists"], true);
+    let text_before = text(&d.ctl(&["info", "needs-token"]).stdout);
+    assert!(
+        text_before.contains(
+            "DEMO_TOKEN (secret, REQUIRED, not set: `cjm-ctl set-secret needs-token DEMO_TOKEN`)"
+        ),
+        "{text_before}"
+    );
+    let set = d.ctl(&[
+        "set-secret",
+        "needs-token",
+        "DEMO_TOKEN",
+        "--value",
+        "tok-very-secret",
+    ]);
+    assert_eq!(set.status.code(), Some(0), "{}", text(&set.stderr));
+    let after = d.ctl(&["info", "needs-token", "--json"]);
+    let shown = text(&after.stdout);
+    assert!(shown.contains("\"set\": true"), "{shown}");
+    assert!(!shown.contains("tok-very-secret") && !text(&after.stderr).contains("tok-very-secret"));
+}
+
+#[test]
+fn a_call_past_its_timeout_names_the_flag_to_raise() {
+    let d = Data::new("timeout");
+    d.counter("counter", &json!([]));
+    // `block` waits for a release file that never comes (bounded at 20 s by the fixture).
+    let out = d.ctl(&["call", "counter", "block", "--timeout", "0.2"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("timed out after 0.2s"), "{err}");
+    assert!(
+        err.contains("hint: raise --timeout (it was 0.2 s)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn estimate_size_without_a_plugins_yaml_measures_the_installed_plugins() {
+    let d = Data::new("size");
+    d.counter("counter", &json!([]));
+    let out = d.ctl(&["estimate-size"]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        shown.contains("counter (env: ") && shown.contains("installed: "),
+        "{shown}"
+    );
+    let missing = d.ctl(&["estimate-size", "-p", "other"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("plugin other is not installed (installed: counter)"));
+}

@@ -313,6 +313,32 @@ fn odd_numbers_and_strings_are_usage_errors_never_panics() {
             );
         }
     }
+    // Every verb, run once with the fewest arguments it takes: none may panic
+    // (a flag that two layers both define panics only when it is read).
+    for args in [
+        vec!["setup-runtime", "--help"],
+        vec!["list"],
+        vec!["list", "--envs", "--json"],
+        vec!["-v", "list"],
+        vec!["-vv", "list"],
+        vec!["-q", "list"],
+        vec!["estimate-size", "--offline"],
+        vec!["-v", "estimate-size", "--offline"],
+        vec!["gc", "--dry-run"],
+        vec!["doctor", "--no-drift"],
+        vec!["info", "gemini"],
+        vec!["schema", "gemini"],
+        vec!["list-secrets", "gemini"],
+        vec!["config", "get", "gemini"],
+        vec!["completions", "bash"],
+        vec!["validate", "nothing.json"],
+        vec!["regenerate-manifest", "gemini"],
+        vec!["repair", "gemini"],
+        vec!["remove", "gemini"],
+    ] {
+        let out = s.ctl(&args);
+        no_panic(&out, &format!("{args:?}"));
+    }
     // A timeout that is fine gets past parsing (and fails later, on the secret).
     let out = s.ctl(&["call", "gemini", "--timeout", "1e-3"]);
     no_panic(&out, "a tiny timeout");
@@ -443,4 +469,34 @@ fn doctor_names_a_required_secret_that_is_not_set() {
         .cloned()
         .unwrap();
     assert_eq!(check["status"], "ok", "{check}");
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_any_verb_quietly() {
+    let s = Scratch::new("pipe");
+    // More output than a pipe holds (64 KiB), so the writer meets the closed end
+    // whichever of the two goes first.
+    for i in 0..1500 {
+        s.manifest(
+            &format!("plugin-{i:03}"),
+            serde_json::json!({}),
+            serde_json::json!({}),
+        );
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cjm-ctl"))
+        .current_dir(&s.0)
+        .env_remove("CJM_DATA_DIR")
+        .arg("--data-dir")
+        .arg(s.data())
+        .args(["list", "--envs"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the pipe at once, as `| head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
 }
