@@ -199,6 +199,7 @@ impl Ctx {
         .plugin_data_dir(self.cfg.plugin_data_dir())
         .models_dir(self.cfg.models_dir.clone())
         .base_dir(base)
+        .plugins_file(self.cwd.join(plugins_yaml))
         .defaults(self.cfg.install.clone())
         .conda(CondaRuntime::from_config(&self.cfg)))
     }

@@ -309,7 +309,7 @@ pub(crate) fn spec_from_manifest(name: &str, m: &Manifest) -> PluginSpec {
 
 pub(crate) fn repair(a: &RepairArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::load(global)?;
-    let (path, file) = ctx.plugins_file(a.plugins.as_deref())?;
+    let (path, file) = repair_source(&ctx, a)?;
     let Some(spec) = file.get(&a.name) else {
         bail!(
             "plugin {} is not in {}; repair rebuilds a plugin from its plugins.yaml entry",
@@ -333,6 +333,47 @@ pub(crate) fn repair(a: &RepairArgs, global: &Global) -> anyhow::Result<ExitCode
         done.manifest_path.display()
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plugins.yaml to rebuild `a.name` from: `--plugins`; else the configured
+/// one when it has the entry; else the one the plugin was installed from (its
+/// manifest's `install.plugins_yaml`).
+fn repair_source(
+    ctx: &Ctx,
+    a: &RepairArgs,
+) -> anyhow::Result<(PathBuf, cjm_manifest::PluginsFile)> {
+    if a.plugins.is_some() {
+        return ctx.plugins_file(a.plugins.as_deref());
+    }
+    if ctx.plugins_path(None).is_file() {
+        let (path, file) = ctx.plugins_file(None)?;
+        if file.get(&a.name).is_some() {
+            return Ok((path, file));
+        }
+    }
+    let discovery = ctx.discover();
+    let Some(found) = discovery.get(&a.name) else {
+        return Err(crate::ctx::not_installed(&a.name, &discovery));
+    };
+    let recorded = found
+        .manifest
+        .install
+        .extra
+        .get("plugins_yaml")
+        .and_then(serde_json::Value::as_str)
+        .map(PathBuf::from);
+    match recorded {
+        Some(p) if p.is_file() => ctx.plugins_file(Some(&p)),
+        Some(p) => bail!(
+            "plugin {} was installed from {}, which is gone; pass --plugins PATH with its entry",
+            a.name,
+            p.display()
+        ),
+        None => bail!(
+            "plugin {}'s manifest does not say which plugins.yaml it came from (installed by an older cjm, or by the reference); pass --plugins PATH with its entry",
+            a.name
+        ),
+    }
 }
 
 /// An install error with its hint on the next line.

@@ -83,6 +83,7 @@ pub struct Installer {
     default_python: String,
     timeout: Duration,
     conda: Option<CondaRuntime>,
+    plugins_file: Option<PathBuf>,
     defaults: InstallConfig,
 }
 
@@ -104,6 +105,7 @@ impl Installer {
             default_python: "3".to_owned(),
             timeout: Duration::from_mins(5),
             conda: None,
+            plugins_file: None,
             defaults: InstallConfig::default(),
         }
     }
@@ -143,6 +145,14 @@ impl Installer {
     #[must_use]
     pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.base_dir = absolute(dir.into());
+        self
+    }
+
+    /// The plugins.yaml the entries come from, recorded in each manifest
+    /// (`install.plugins_yaml`) so that a later `repair` finds the entry again.
+    #[must_use]
+    pub fn plugins_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.plugins_file = Some(absolute(path.into()));
         self
     }
 
@@ -509,6 +519,12 @@ impl Installer {
         let now = cjm_core::isoformat_utc(SystemTime::now());
         let mut manifest = manifest_from_meta(&found.meta, spec, env, &now);
         record_install_choices(&mut manifest, spec, req, &warnings);
+        if let Some(file) = &self.plugins_file {
+            manifest
+                .install
+                .extra
+                .insert("plugins_yaml".into(), json!(file));
+        }
         if let Some(prev) = previous {
             keep_operator_facts(&mut manifest, prev);
         }

@@ -42,8 +42,13 @@ impl Project {
 
     /// Runs `cjm-ctl --data-dir <project>/data ARGS` in the project folder.
     fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_in(&self.0, args)
+    }
+
+    /// The same, in folder `cwd`.
+    fn ctl_in(&self, cwd: &Path, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_cjm-ctl"))
-            .current_dir(&self.0)
+            .current_dir(cwd)
             .env("CJM_UV", uv())
             .env("CJM_WORKER_WHEEL", worker_wheel())
             .env_remove("CJM_DATA_DIR")
@@ -271,7 +276,10 @@ fn remove_repair_and_gc_keep_environments_and_manifests_consistent() {
     ok(&p.ctl(&["gc"]));
     assert_eq!(p.envs().len(), 1);
 
-    let repaired = ok(&p.ctl(&["repair", "demo-plugin-meta"]));
+    // From a folder without a plugins.yaml: the one it was installed from.
+    let elsewhere = p.0.join("elsewhere");
+    fs_err::create_dir_all(&elsewhere).unwrap();
+    let repaired = ok(&p.ctl_in(&elsewhere, &["repair", "demo-plugin-meta"]));
     assert!(
         repaired.contains("✓ demo-plugin-meta rebuilt"),
         "{repaired}"
