@@ -127,6 +127,7 @@ pub(crate) fn run(a: &DoctorArgs, g: &Global) -> anyhow::Result<ExitCode> {
     );
     checks.extend(conda(cfg, &conda_users));
     checks.push(shm());
+    checks.push(worker_cgroups());
     checks.extend(memfd());
     checks.push(manifests(cfg, &discovery));
     checks.push(secrets(&ctx, &discovery));
@@ -189,6 +190,22 @@ fn print(checks: &[Check], fails: usize, warns: usize) -> std::io::Result<()> {
         "\n{fails} failed, {warns} warning(s), {} ok",
         checks.len() - fails - warns
     )
+}
+
+/// Whether each worker gets a cgroup of its own (which holds what it starts, even
+/// a grandchild that calls `setsid`).
+fn worker_cgroups() -> Check {
+    match cjm::proxy::cgroup_isolation() {
+        Ok(dir) => Check::ok(
+            "worker cgroups",
+            format!("each worker in its own cgroup v2 under {}", dir.display()),
+        ),
+        Err(why) => Check::warn(
+            "worker cgroups",
+            format!("none: {why}"),
+            "stopping a worker still takes its process group, but a grandchild that calls setsid can outlive it; run cjm in a delegated cgroup v2 (e.g. `systemd-run --user --scope -p Delegate=yes cjm-ctl ...`)",
+        ),
+    }
 }
 
 /// The secret store is readable, and every secret a plugin requires is set.

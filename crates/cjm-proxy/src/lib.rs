@@ -6,6 +6,7 @@
 //! typed death. It never decides *which* workers should exist (the manager does)
 //! and never touches environments or manifests.
 
+mod cgroup;
 mod completion;
 mod error;
 mod event;
@@ -16,6 +17,7 @@ mod spec;
 mod stats;
 mod worker;
 
+pub use cgroup::isolation as cgroup_isolation;
 pub use error::{Death, WorkerError};
 pub use event::Event;
 pub use process::LOG_ROTATE_BYTES;

@@ -23,6 +23,7 @@ use cjm_proto::{
     ReleaseSink, Segment, SegmentId, Segments, ShmPool, Side, Value,
 };
 
+use crate::cgroup::WorkerCgroup;
 use crate::completion::Completion;
 use crate::error::{Death, WorkerError};
 use crate::event::{Event, EventHub};
@@ -113,6 +114,8 @@ pub(crate) struct Process {
     oom_kills_at_start: Option<u64>,
     /// Where the worker's output is logged.
     log_file: Option<std::path::PathBuf>,
+    /// The worker's own cgroup, where the machine gives cjm one.
+    cgroup: Option<WorkerCgroup>,
     pub(crate) events: EventHub,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -214,6 +217,24 @@ fn build_command(spec: &WorkerSpec, env: &[(OsString, OsString)], child_fd: i32)
     cmd
 }
 
+/// Has the child `cmd` starts move itself into the cgroup whose `cgroup.procs` is
+/// `procs` before it execs, so nothing it runs starts outside it.
+fn move_into_cgroup(cmd: &mut Command, procs: std::fs::File) {
+    let fd = procs.as_raw_fd();
+    // SAFETY: only write(2) between fork and exec; `procs` is moved into the
+    // closure, so the descriptor stays open until the command is dropped (and
+    // it is close-on-exec, so the worker does not keep it).
+    unsafe {
+        cmd.pre_exec(move || {
+            let _keep = &procs;
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Lets exactly the child `cmd` starts inherit `fd` (its end of a socket pair)
 /// and has the kernel kill it when the host dies: it must be started by
 /// [`spawn_command`], whose thread lives as long as the host.
@@ -298,8 +319,12 @@ impl ChildProc {
 fn start_child(
     spec: &WorkerSpec,
     child_end: &OwnedFd,
+    cgroup: Option<&WorkerCgroup>,
 ) -> std::io::Result<(ChildProc, [Option<Stream>; 2])> {
-    let env = worker_env(spec);
+    let mut env = worker_env(spec);
+    if let Some(cg) = cgroup {
+        env.push((crate::cgroup::KILL_VAR.into(), cg.kill_file().into()));
+    }
     // A worker forked with no directory of its own goes where an executed one
     // would: the host's current directory (if that is gone, exec copes better).
     let cwd = spec.cwd.clone().or_else(|| std::env::current_dir().ok());
@@ -310,13 +335,24 @@ fn start_child(
         let (err_r, err_w) = std::io::pipe()?;
         let fds = [child_end.as_fd(), out_w.as_fd(), err_w.as_fd()];
         if let Some(forked) = forkserver::fork(spec, &env, &cwd, fds) {
+            // Forked by the server, so moved by the host: the child is still
+            // setting itself up and runs no plugin code yet.
+            if let Some(cg) = cgroup
+                && let Err(e) = cg.add(forked.pid)
+            {
+                tracing::debug!(error = %e, "a forked worker stays in the forkserver's cgroup");
+            }
             return Ok((
                 ChildProc::Forked(forked),
                 [Some(Box::new(out_r)), Some(Box::new(err_r))],
             ));
         }
     }
-    let mut child = spawn_command(build_command(spec, &env, child_end.as_raw_fd()))?;
+    let mut cmd = build_command(spec, &env, child_end.as_raw_fd());
+    if let Some(procs) = cgroup.and_then(|cg| cg.procs().ok()) {
+        move_into_cgroup(&mut cmd, procs);
+    }
+    let mut child = spawn_command(cmd)?;
     let streams: [Option<Stream>; 2] = [
         child.stdout.take().map(|s| Box::new(s) as Stream),
         child.stderr.take().map(|s| Box::new(s) as Stream),
@@ -336,7 +372,8 @@ impl Process {
             source: e,
         })?;
         let oom_kills_at_start = crate::oom::cgroup_oom_kills();
-        let spawned = start_child(spec, &child_end);
+        let cgroup = WorkerCgroup::create();
+        let spawned = start_child(spec, &child_end, cgroup.as_ref());
         drop(child_end);
         let (mut child, streams) = spawned.map_err(|source| WorkerError::Spawn {
             plugin: plugin.clone(),
@@ -435,6 +472,7 @@ impl Process {
             death: OnceLock::new(),
             oom_kills_at_start,
             log_file: spec.log_file.clone(),
+            cgroup,
             events,
             threads: Mutex::default(),
         });
@@ -724,6 +762,10 @@ impl Process {
         logs_done: &mpsc::Receiver<()>,
     ) {
         let exit = child.wait();
+        // What the worker started and left behind (a `setsid` grandchild) goes too.
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
         let killed_by_host = self.killing.load(Ordering::Acquire);
         drain_logs(logs_done);
         let oom_evidence = (!killed_by_host && exit == Some(WorkerExit::Signal(libc::SIGKILL)))
@@ -784,6 +826,9 @@ impl Process {
             // SAFETY: signalling the process group this host created; if it is
             // already gone the call fails harmlessly.
             unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        }
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
         }
     }
 

@@ -11,8 +11,8 @@
 //!   so a plugin that holds the GIL can delay a cancel but never a ping.
 
 use std::collections::{HashSet, VecDeque};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 
 use cjm_proto::{
@@ -788,7 +788,34 @@ fn cancelled_error(plugin: &str, phase: &str) -> Value {
 }
 
 /// Ends the worker and everything it started.
+/// The worker's `cgroup.kill`, opened at start when the host gave it a cgroup of
+/// its own (`CJM_CGROUP_KILL`); -1 otherwise.
+static CGROUP_KILL: AtomicI32 = AtomicI32::new(-1);
+
+/// Opens `CJM_CGROUP_KILL`, so that leaving can take every process the worker
+/// started, even those that left its process group.
+fn open_cgroup_kill() {
+    let Some(path) = std::env::var_os("CJM_CGROUP_KILL") else {
+        return;
+    };
+    if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
+        CGROUP_KILL.store(file.into_raw_fd(), Ordering::Release);
+    }
+}
+
+/// Kills the worker's cgroup, this process included (async-signal-safe).
+fn kill_cgroup() {
+    let fd = CGROUP_KILL.load(Ordering::Acquire);
+    if fd >= 0 {
+        // SAFETY: write(2) of one byte to a descriptor this process opened.
+        unsafe { libc::write(fd, b"1".as_ptr().cast(), 1) };
+    }
+}
+
 fn exit_group(code: i32) -> ! {
+    // The cgroup first: it holds the group and whatever left it, and this
+    // process too, so nothing after it may be needed.
+    kill_cgroup();
     // Only a process-group leader may take its group down: run by hand (not by a
     // host), a worker shares its shell's group and must not kill it.
     if rustix::process::getpgrp() == rustix::process::getpid() {
@@ -803,6 +830,7 @@ fn exit_group(code: i32) -> ! {
 extern "C" fn on_parent_death(_signal: libc::c_int) {
     // SAFETY: async-signal-safe calls only.
     unsafe {
+        kill_cgroup();
         if libc::getpgrp() == libc::getpid() {
             libc::kill(0, libc::SIGKILL);
         }
@@ -877,6 +905,11 @@ pub(crate) fn serve(py: Python<'_>, argv: &[String]) -> PyResult<i32> {
     // Die with the host even if the channel somehow stays open (a backstop: EOF on
     // the channel is the primary signal). Not SIGKILL, which would take only this
     // process: the handler takes the whole group, as the channel thread does.
+    open_cgroup_kill();
+    // The plugin's environment is what its manifest declares, nothing of cjm's.
+    py.import("os")?
+        .getattr("environ")?
+        .call_method1("pop", ("CJM_CGROUP_KILL", py.None()))?;
     let parent_death_signal = libc::SIGRTMIN() + 2;
     // SAFETY: installs an async-signal-safe handler (getpgrp, getpid, kill, _exit)
     // for a real-time signal nothing else in the worker uses.

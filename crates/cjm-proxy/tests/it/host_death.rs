@@ -83,3 +83,16 @@ fn forked_worker_and_its_forkserver_exit_when_host_dies_while_idle() {
 fn forked_worker_and_its_forkserver_exit_when_host_dies_while_busy_in_a_c_call() {
     check_with("c_call", "forkserver");
 }
+
+/// A grandchild that left the worker's process group (`setsid`) dies with its host
+/// too, where the machine gives each worker a cgroup v2 of its own; elsewhere it
+/// is the documented limit (docs/ARCHITECTURE.md, "Cancellation and death").
+#[test]
+fn a_setsid_grandchild_dies_with_its_host_where_workers_get_cgroups() {
+    if let Err(why) = cjm_proxy::cgroup_isolation() {
+        eprintln!("no worker cgroups here ({why}): the setsid case is not checked");
+        return;
+    }
+    check("setsid");
+    check_with("setsid", "forkserver");
+}

@@ -132,3 +132,44 @@ fn a_plugin_written_for_the_reference_runs_unchanged() {
         .unwrap();
     assert_eq!(phase, Some(cjm_core::CancelPhase::Cooperative));
 }
+
+/// Stopping a worker takes a grandchild that called `setsid`, where the worker has
+/// a cgroup of its own; without one (cgroup v1 only, or an undelegated v2 tree) the
+/// grandchild outlives it, as documented.
+#[test]
+fn stopping_a_worker_takes_a_setsid_grandchild_where_workers_get_cgroups() {
+    for method in [
+        cjm_proxy::StartMethod::Spawn,
+        cjm_proxy::StartMethod::Forkserver,
+    ] {
+        let mut spec = crate::support::spec("Spawner");
+        spec.start_method = method;
+        let w = cjm_proxy::Worker::spawn(spec).unwrap();
+        let pid = w
+            .execute_blocking(
+                vec![],
+                crate::support::kw(&[("setsid", cjm_proto::Value::Bool(true))]),
+            )
+            .unwrap()
+            .as_i64()
+            .unwrap() as i32;
+        assert!(crate::support::alive(pid));
+        w.stop_blocking();
+        let gone = crate::support::eventually(std::time::Duration::from_secs(5), || {
+            !crate::support::alive(pid)
+        });
+        match cjm_proxy::cgroup_isolation() {
+            Ok(dir) => assert!(
+                gone.is_some(),
+                "{method:?}: the setsid grandchild {pid} survived its worker's cgroup {}",
+                dir.display()
+            ),
+            Err(why) => {
+                // The documented limit: nothing holds a process that left the group.
+                assert!(gone.is_none(), "{method:?}: {why}");
+                // SAFETY: killing the fixture's own grandchild.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
