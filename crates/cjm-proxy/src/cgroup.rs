@@ -17,24 +17,41 @@
 //! Where there is no writable v2 hierarchy (cgroup v1 only, or a v2 tree not
 //! delegated to this user: `systemd-run --user -p Delegate=yes` delegates one),
 //! workers run without one, and a `setsid` grandchild can outlive its worker.
+//! `CJM_WORKER_CGROUPS=0` in the host's environment turns worker cgroups off.
 //! [`isolation`] says which applies, for `cjm-ctl doctor`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The variable that tells a worker which `cgroup.kill` to write when its host dies.
 pub(crate) const KILL_VAR: &str = "CJM_CGROUP_KILL";
+/// The variable that tells a worker which cgroup to wait to be in before it runs
+/// plugin code (its path as `/proc/self/cgroup` shows it).
+pub(crate) const WAIT_VAR: &str = "CJM_CGROUP";
+
+/// This host's folder for worker cgroups.
+struct Root {
+    /// Its path in the mounted hierarchy.
+    dir: PathBuf,
+    /// Its path as `/proc/<pid>/cgroup` shows it (`0::<rel>`).
+    rel: String,
+}
 
 /// Where this host's worker cgroups go, or why there are none.
-fn root() -> &'static Result<PathBuf, String> {
-    static ROOT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+fn root() -> &'static Result<Root, String> {
+    static ROOT: OnceLock<Result<Root, String>> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let own = own_cgroup_dir()?;
+        if std::env::var_os("CJM_WORKER_CGROUPS").is_some_and(|v| v == "0") {
+            return Err("turned off (CJM_WORKER_CGROUPS=0)".to_owned());
+        }
+        let (own, own_rel) = own_cgroup_dir()?;
         reap_dead_hosts(&own);
-        let root = own.join(format!("cjm-{}", std::process::id()));
+        let name = format!("cjm-{}", std::process::id());
+        let rel = format!("{}/{name}", own_rel.trim_end_matches('/'));
+        let root = own.join(&name);
         match fs_err::create_dir(&root) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -42,7 +59,7 @@ fn root() -> &'static Result<PathBuf, String> {
         }
         // The root cgroup has no cgroup.kill, so it is looked for in ours.
         if root.join("cgroup.kill").is_file() {
-            Ok(root)
+            Ok(Root { dir: root, rel })
         } else {
             let _ = fs_err::remove_dir(&root);
             Err(format!(
@@ -53,8 +70,9 @@ fn root() -> &'static Result<PathBuf, String> {
     })
 }
 
-/// This process's cgroup folder in the unified hierarchy.
-fn own_cgroup_dir() -> Result<PathBuf, String> {
+/// This process's cgroup folder in the unified hierarchy, and its path as
+/// `/proc/self/cgroup` shows it.
+fn own_cgroup_dir() -> Result<(PathBuf, String), String> {
     let cgroups = fs_err::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
     let path = cgroups
         .lines()
@@ -77,7 +95,7 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
         .map_err(|_| format!("this process's cgroup {path} is outside the mounted {mount_root}"))?;
     let dir = Path::new(&mount_point).join(relative);
     if dir.is_dir() {
-        Ok(dir)
+        Ok((dir, path.to_owned()))
     } else {
         Err(format!("{} is not there", dir.display()))
     }
@@ -120,13 +138,14 @@ fn reap_dead_hosts(own: &Path) {
 
 /// Whether workers get a cgroup of their own here, and where, or why not.
 pub fn isolation() -> Result<PathBuf, String> {
-    root().clone()
+    root().as_ref().map(|r| r.dir.clone()).map_err(Clone::clone)
 }
 
 /// One worker's cgroup; killed and removed on drop.
 #[derive(Debug)]
 pub(crate) struct WorkerCgroup {
     dir: PathBuf,
+    rel: String,
 }
 
 impl WorkerCgroup {
@@ -134,9 +153,13 @@ impl WorkerCgroup {
     pub(crate) fn create() -> Option<Self> {
         static N: AtomicU64 = AtomicU64::new(0);
         let root = root().as_ref().ok()?;
-        let dir = root.join(format!("w-{}", N.fetch_add(1, Ordering::Relaxed)));
+        let name = format!("w-{}", N.fetch_add(1, Ordering::Relaxed));
+        let dir = root.dir.join(&name);
         match fs_err::create_dir(&dir) {
-            Ok(()) => Some(Self { dir }),
+            Ok(()) => Some(Self {
+                dir,
+                rel: format!("{}/{name}", root.rel),
+            }),
             Err(e) => {
                 tracing::debug!(error = %e, "no cgroup for this worker");
                 None
@@ -144,18 +167,38 @@ impl WorkerCgroup {
         }
     }
 
-    /// `cgroup.procs`, opened for the child to write `0` into between fork and
-    /// exec (which moves the writer).
-    pub(crate) fn procs(&self) -> std::io::Result<std::fs::File> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(self.dir.join("cgroup.procs"))
+    /// Moves process `pid` in, on the mover thread. A move can cost a kernel RCU
+    /// grace period (about 14 ms here when none happened lately), so it overlaps
+    /// the interpreter's start instead of delaying it: the worker waits, before it
+    /// imports plugin code, until it is in the cgroup ([`WAIT_VAR`]).
+    pub(crate) fn add(&self, pid: u32) {
+        static MOVER: OnceLock<Mutex<std::sync::mpsc::Sender<(PathBuf, u32)>>> = OnceLock::new();
+        let mover = MOVER.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, u32)>();
+            let _ = std::thread::Builder::new()
+                .name("cjm-cgroups".into())
+                .spawn(move || {
+                    for (procs, pid) in rx {
+                        let moved = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&procs)
+                            .and_then(|mut f| f.write_all(pid.to_string().as_bytes()));
+                        if let Err(e) = moved {
+                            tracing::debug!(error = %e, pid, "a worker stays out of its cgroup");
+                        }
+                    }
+                });
+            Mutex::new(tx)
+        });
+        let _ = mover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send((self.dir.join("cgroup.procs"), pid));
     }
 
-    /// Moves process `pid` (and none of its existing children) in.
-    pub(crate) fn add(&self, pid: u32) -> std::io::Result<()> {
-        let mut procs = self.procs()?;
-        procs.write_all(pid.to_string().as_bytes())
+    /// The cgroup's path as the worker's `/proc/self/cgroup` will show it.
+    pub(crate) fn rel(&self) -> &str {
+        &self.rel
     }
 
     /// The `cgroup.kill` file, for the worker to write when its host dies.

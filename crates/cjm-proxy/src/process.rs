@@ -217,24 +217,6 @@ fn build_command(spec: &WorkerSpec, env: &[(OsString, OsString)], child_fd: i32)
     cmd
 }
 
-/// Has the child `cmd` starts move itself into the cgroup whose `cgroup.procs` is
-/// `procs` before it execs, so nothing it runs starts outside it.
-fn move_into_cgroup(cmd: &mut Command, procs: std::fs::File) {
-    let fd = procs.as_raw_fd();
-    // SAFETY: only write(2) between fork and exec; `procs` is moved into the
-    // closure, so the descriptor stays open until the command is dropped (and
-    // it is close-on-exec, so the worker does not keep it).
-    unsafe {
-        cmd.pre_exec(move || {
-            let _keep = &procs;
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Lets exactly the child `cmd` starts inherit `fd` (its end of a socket pair)
 /// and has the kernel kill it when the host dies: it must be started by
 /// [`spawn_command`], whose thread lives as long as the host.
@@ -324,6 +306,7 @@ fn start_child(
     let mut env = worker_env(spec);
     if let Some(cg) = cgroup {
         env.push((crate::cgroup::KILL_VAR.into(), cg.kill_file().into()));
+        env.push((crate::cgroup::WAIT_VAR.into(), cg.rel().into()));
     }
     // A worker forked with no directory of its own goes where an executed one
     // would: the host's current directory (if that is gone, exec copes better).
@@ -335,12 +318,8 @@ fn start_child(
         let (err_r, err_w) = std::io::pipe()?;
         let fds = [child_end.as_fd(), out_w.as_fd(), err_w.as_fd()];
         if let Some(forked) = forkserver::fork(spec, &env, &cwd, fds) {
-            // Forked by the server, so moved by the host: the child is still
-            // setting itself up and runs no plugin code yet.
-            if let Some(cg) = cgroup
-                && let Err(e) = cg.add(forked.pid)
-            {
-                tracing::debug!(error = %e, "a forked worker stays in the forkserver's cgroup");
+            if let Some(cg) = cgroup {
+                cg.add(forked.pid);
             }
             return Ok((
                 ChildProc::Forked(forked),
@@ -348,11 +327,10 @@ fn start_child(
             ));
         }
     }
-    let mut cmd = build_command(spec, &env, child_end.as_raw_fd());
-    if let Some(procs) = cgroup.and_then(|cg| cg.procs().ok()) {
-        move_into_cgroup(&mut cmd, procs);
+    let mut child = spawn_command(build_command(spec, &env, child_end.as_raw_fd()))?;
+    if let Some(cg) = cgroup {
+        cg.add(child.id());
     }
-    let mut child = spawn_command(cmd)?;
     let streams: [Option<Stream>; 2] = [
         child.stdout.take().map(|s| Box::new(s) as Stream),
         child.stderr.take().map(|s| Box::new(s) as Stream),

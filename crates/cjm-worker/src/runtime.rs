@@ -803,6 +803,35 @@ fn open_cgroup_kill() {
     }
 }
 
+/// Waits (at most two seconds) until the host has moved this process into the
+/// cgroup `CJM_CGROUP` names, so that nothing the plugin starts begins outside it.
+fn wait_for_cgroup() {
+    let Some(want) = std::env::var_os("CJM_CGROUP") else {
+        return;
+    };
+    let want = format!("0::{}", want.to_string_lossy());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let mut here = String::new();
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .read(true)
+            .open("/proc/self/cgroup")
+        {
+            let _ = std::io::Read::read_to_string(&mut f, &mut here);
+        }
+        if here.lines().any(|l| l == want) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("cjm-worker: not moved into its cgroup ({want}); going on without it");
+            return;
+        }
+        // A move usually lands within microseconds of the fork; a slow one waits
+        // for a kernel grace period (milliseconds).
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
 /// Kills the worker's cgroup, this process included (async-signal-safe).
 fn kill_cgroup() {
     let fd = CGROUP_KILL.load(Ordering::Acquire);
@@ -906,10 +935,12 @@ pub(crate) fn serve(py: Python<'_>, argv: &[String]) -> PyResult<i32> {
     // the channel is the primary signal). Not SIGKILL, which would take only this
     // process: the handler takes the whole group, as the channel thread does.
     open_cgroup_kill();
+    wait_for_cgroup();
     // The plugin's environment is what its manifest declares, nothing of cjm's.
-    py.import("os")?
-        .getattr("environ")?
-        .call_method1("pop", ("CJM_CGROUP_KILL", py.None()))?;
+    let environ = py.import("os")?.getattr("environ")?;
+    for name in ["CJM_CGROUP_KILL", "CJM_CGROUP"] {
+        environ.call_method1("pop", (name, py.None()))?;
+    }
     let parent_death_signal = libc::SIGRTMIN() + 2;
     // SAFETY: installs an async-signal-safe handler (getpgrp, getpid, kill, _exit)
     // for a real-time signal nothing else in the worker uses.

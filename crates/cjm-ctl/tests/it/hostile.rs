@@ -128,6 +128,30 @@ fn remove_never_follows_an_env_key_out_of_the_data_folder() {
         s.data().join("manifests/evil.json").is_file(),
         "the manifest stays for the operator to look at"
     );
+    // A conda environment name and a plugin name that are paths, likewise.
+    s.manifest(
+        "evil-conda",
+        serde_json::json!({"conda_env": "../../victim", "backend": "conda"}),
+        serde_json::json!({}),
+    );
+    s.manifest(
+        "evil-name",
+        serde_json::json!({}),
+        serde_json::json!({"name": "../victim"}),
+    );
+    for name in ["evil-conda", "evil-name"] {
+        let out = s.ctl(&["remove", name, "-y"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("cannot be"), "{name}: {err}");
+    }
+    let gc = s.ctl(&["gc"]);
+    assert_ne!(
+        gc.status.code(),
+        Some(0),
+        "gc refuses while manifests cannot be read"
+    );
+    s.victim_intact();
 }
 
 #[test]

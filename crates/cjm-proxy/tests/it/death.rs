@@ -112,3 +112,71 @@ fn prints_land_in_the_log_file() {
     );
     let _ = fs_err::remove_dir_all(&dir);
 }
+
+/// A memory cgroup with a limit the worker will pass, where this machine lets the
+/// test make one (root, a cgroup v1 memory hierarchy or a v2 one with the memory
+/// controller); `None` elsewhere.
+fn memory_limited_cgroup(limit_mib: u64) -> Option<std::path::PathBuf> {
+    let name = format!("cjm-oom-test-{}", std::process::id());
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").join(&name);
+    if fs_err::create_dir(&v1).is_ok() {
+        let bytes = (limit_mib * 1024 * 1024).to_string();
+        if fs_err::write(v1.join("memory.limit_in_bytes"), &bytes).is_ok() {
+            // No swap to spill into, where the kernel has the knob.
+            let _ = fs_err::write(v1.join("memory.memsw.limit_in_bytes"), &bytes);
+            return Some(v1);
+        }
+        let _ = fs_err::remove_dir(&v1);
+    }
+    let v2 = std::path::Path::new("/sys/fs/cgroup").join(&name);
+    if fs_err::create_dir(&v2).is_ok() {
+        if fs_err::write(v2.join("memory.max"), format!("{limit_mib}M")).is_ok() {
+            let _ = fs_err::write(v2.join("memory.swap.max"), "0");
+            return Some(v2);
+        }
+        let _ = fs_err::remove_dir(&v2);
+    }
+    None
+}
+
+#[test]
+fn a_worker_the_oom_killer_ends_is_reported_as_oom_with_the_evidence() {
+    let Some(cgroup) = memory_limited_cgroup(100) else {
+        eprintln!("no memory cgroup can be made here: the OOM case is not checked");
+        return;
+    };
+    let w = spawn("Echo");
+    fs_err::write(cgroup.join("cgroup.procs"), w.pid().to_string()).unwrap();
+    let err = w
+        .execute_blocking(
+            vec![],
+            crate::support::kw(&[("action", s("allocate")), ("mib", Value::Int(400))]),
+        )
+        .unwrap_err();
+    let _ = fs_err::remove_dir(&cgroup);
+    let WorkerError::Died { death, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        death.exit,
+        Some(WorkerExit::Signal(libc::SIGKILL)),
+        "{death}"
+    );
+    assert!(death.probable_oom, "{death}");
+    let evidence = death.oom_evidence.clone().unwrap_or_default();
+    assert!(
+        evidence.contains(&format!("Killed process {}", w.pid()))
+            || evidence.contains("OOM-kill count"),
+        "{evidence}"
+    );
+    assert!(
+        err.to_string()
+            .contains("by the kernel's out-of-memory killer"),
+        "{err}"
+    );
+    assert!(
+        err.hint().unwrap_or_default().contains("more memory"),
+        "{:?}",
+        err.hint()
+    );
+}
