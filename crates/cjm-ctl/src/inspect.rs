@@ -38,7 +38,7 @@ pub(crate) struct InfoArgs {
 /// The configuration a load of the default instance would use: the persisted one
 /// (or none), checked against the schema, defaults filled; and whether it was
 /// persisted, and the enabled flag.
-fn effective_config(
+pub(crate) fn effective_config(
     ctx: &Ctx,
     plugin: &str,
     manifest: &Manifest,

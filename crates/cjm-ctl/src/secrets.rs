@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use cjm_manifest::Manifest;
 use cjm_stores::{ConfigRecord, ConfigStore, SecretStore, SecretValue};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::ctx::{Ctx, Global};
 
@@ -218,26 +218,11 @@ pub(crate) fn config(a: &ConfigArgs, global: &Global) -> anyhow::Result<ExitCode
         ConfigAction::Get { plugin, instance } => {
             default_instance_only(plugin, instance.as_deref())?;
             let manifest = manifest(&ctx, plugin)?;
-            let schema = compile(plugin, &manifest)?;
-            let record = rt
-                .block_on(store.get(plugin))
-                .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
-            let (config, enabled, stored) = match record {
-                Some(r) => (r.config, r.enabled, true),
-                None => (Map::new(), true, false),
-            };
-            // What a load would use: the stored config, checked, defaults filled.
-            let effective = schema
-                .validate(&config, cjm_schema::Strictness::Strict)
-                .map_err(|e| {
-                    crate::Failure(format!(
-                        "the persisted configuration no longer fits: {e}\nhint: {}",
-                        e.hint()
-                    ))
-                })?;
+            let (config, stored, enabled) =
+                crate::inspect::effective_config(&ctx, plugin, &manifest)?;
             let doc = serde_json::json!({
                 "plugin": plugin,
-                "config": effective.config,
+                "config": config,
                 "enabled": enabled,
                 "persisted": stored,
             });

@@ -243,18 +243,7 @@ fn compile(uv: &Path, req: &EnvRequest, offline: bool) -> Result<Vec<Resolved>, 
     if let Some(v) = python_version(&req.python) {
         cmd.args(["--python-version", v]);
     }
-    if req.no_index {
-        cmd.arg("--no-index");
-    }
-    if let Some(url) = &req.index_url {
-        cmd.args(["--index-url", url]);
-    }
-    for url in &req.extra_index_urls {
-        cmd.args(["--extra-index-url", url]);
-    }
-    for dir in &req.find_links {
-        cmd.arg("--find-links").arg(dir);
-    }
+    cmd.args(req.index_args());
     // As the store runs it: no activated environment, no project configuration.
     cmd.env_remove("VIRTUAL_ENV")
         .env("UV_NO_CONFIG", "1")

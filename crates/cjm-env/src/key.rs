@@ -60,6 +60,25 @@ pub struct LocalSource {
 }
 
 impl EnvRequest {
+    /// The index options as uv's and pip's command lines take them: `--no-index`,
+    /// `--index-url`, `--extra-index-url`, `--find-links`.
+    pub fn index_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if self.no_index {
+            args.push("--no-index".into());
+        }
+        if let Some(url) = &self.index_url {
+            args.extend(["--index-url".into(), url.into()]);
+        }
+        for url in &self.extra_index_urls {
+            args.extend(["--extra-index-url".into(), url.into()]);
+        }
+        for dir in &self.find_links {
+            args.extend(["--find-links".into(), dir.into()]);
+        }
+        args
+    }
+
     /// A uv request for `python` with `requirements`.
     pub fn uv(
         python: impl Into<String>,

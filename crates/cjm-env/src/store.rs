@@ -450,18 +450,7 @@ impl EnvStore {
 
 /// The index options of `req`, for uv and pip alike.
 fn index_options(cmd: &mut Command, req: &EnvRequest) {
-    if req.no_index {
-        cmd.arg("--no-index");
-    }
-    if let Some(url) = &req.index_url {
-        cmd.args(["--index-url", url]);
-    }
-    for url in &req.extra_index_urls {
-        cmd.args(["--extra-index-url", url]);
-    }
-    for dir in &req.find_links {
-        cmd.arg("--find-links").arg(dir);
-    }
+    cmd.args(req.index_args());
 }
 
 /// Makes uv read each local source again: a package rebuilt under the same
