@@ -458,14 +458,7 @@ fn doctor_names_a_required_secret_that_is_not_set() {
     let s = Scratch::new("doctor-required");
     s.gemini();
     let out = s.ctl(&["doctor", "--no-drift", "--json"]);
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let check = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "secrets")
-        .cloned()
-        .unwrap();
+    let check = secrets_check(&out);
     assert_eq!(check["status"], "fail", "{check}");
     assert!(
         check["detail"]
@@ -484,14 +477,7 @@ fn doctor_names_a_required_secret_that_is_not_set() {
     let set = s.ctl(&["set-secret", "gemini", "GEMINI_API_KEY", "--value", "v"]);
     assert_eq!(set.status.code(), Some(0), "{}", text(&set.stderr));
     let again = s.ctl(&["doctor", "--no-drift", "--json"]);
-    let doc: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-    let check = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "secrets")
-        .cloned()
-        .unwrap();
+    let check = secrets_check(&again);
     assert_eq!(check["status"], "ok", "{check}");
 }
 
@@ -523,4 +509,16 @@ fn a_closed_stdout_pipe_ends_any_verb_quietly() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("Broken pipe"), "{err}");
+}
+
+/// The `secrets` check of `doctor --json`'s output.
+fn secrets_check(out: &Output) -> serde_json::Value {
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "secrets")
+        .cloned()
+        .unwrap()
 }
