@@ -7,7 +7,8 @@
 //! [`JobError`], how configs and files are hashed, what a plugin's metadata says, and
 //! where cjm keeps its files ([`load_config`]), and how a YAML file is typed and located
 //! ([`yaml`], for cjm.yaml and plugins.yaml alike). It never touches processes, channels,
-//! environments or the clock: callers pass the time (and the environment) in.
+//! environments or the system's clocks: callers pass the time (and the environment) in,
+//! through the one injectable [`Clock`] every other crate shares.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -24,16 +25,19 @@
 //! assert!(hash_dict_canonical(&config).starts_with("sha256:"));
 //! ```
 
+mod clock;
 mod config;
 mod errors;
 mod files;
 mod hashing;
+mod inherit;
 mod metadata;
 mod spelling;
 mod timestamp;
 pub mod yaml;
 
 pub use crate::{
+    clock::{Clock, ManualClock, SharedClock, SystemClock},
     config::{
         CONFIG_FILE_NAME, CjmConfig, CondaType, ConfigError, ConfigProblem, ConfigWarning,
         ConfigWarningKind, Constraints, ENV_CONDA_PREFIX, ENV_CONDA_TYPE, ENV_DATA_DIR,
@@ -50,6 +54,7 @@ pub use crate::{
         HashError, canonical_json, hash_bytes, hash_dict_canonical, hash_file, is_python_falsy,
         python_json, verify_hash,
     },
+    inherit::INHERITED_ENV,
     metadata::{PluginInstance, PluginMeta, PluginTaxonomy, ResourceRequirements},
     spelling::did_you_mean,
     timestamp::isoformat_utc,

@@ -22,8 +22,6 @@ const TAIL: usize = 15;
 /// Lines of a plugin's traceback kept for the error: enough for the whole of a
 /// typical import chain, whose cause is often at the top.
 const TRACEBACK: usize = 60;
-/// Variables of the host passed to introspection (as to a worker); nothing else is.
-const ENV_ALLOW_LIST: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR"];
 
 /// Where an install is in its steps, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -670,7 +668,7 @@ impl Installer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .current_dir(std::env::temp_dir());
-        for name in ENV_ALLOW_LIST {
+        for name in cjm_core::INHERITED_ENV {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
             }

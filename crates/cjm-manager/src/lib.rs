@@ -20,7 +20,6 @@
 //! ```
 
 mod binding;
-mod clock;
 mod error;
 mod instance;
 pub mod launch;
@@ -30,11 +29,11 @@ mod state;
 
 pub use crate::{
     binding::PluginBinding,
-    clock::{Clock, ManualClock, SystemClock},
     error::ManagerError,
     manager::{InstanceInfo, LoadSpec, Manager, ManagerOptions},
     state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy},
 };
+pub use cjm_core::{Clock, ManualClock, SharedClock, SystemClock};
 pub use cjm_proxy::StartMethod;
 pub use cjm_schema::{ConfigError, ConfigProblem};
 pub use cjm_stores::SecretValue;

@@ -13,11 +13,11 @@ use cjm_proto::Value;
 use cjm_proxy::{CallOptions, Event, StartMethod, Worker, WorkerError, WorkerStats};
 use serde_json::Map;
 
-use crate::clock::{Clock, SystemClock};
 use crate::error::ManagerError;
 use crate::instance::{Gate, Hook, Instance, Status, lock};
 use crate::persist::Stores;
 use crate::state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy, Verdict};
+use cjm_core::{SharedClock, SystemClock};
 use cjm_schema::{ConfigSchema, Strictness};
 use cjm_stores::{ConfigRecord, SecretValue};
 
@@ -29,8 +29,9 @@ pub struct ManagerOptions {
     pub search_paths: Option<Vec<PathBuf>>,
     /// How crashed workers are restarted.
     pub restart: RestartPolicy,
-    /// The time source for backoff, crash windows and idle timeouts.
-    pub clock: Arc<dyn Clock>,
+    /// The time source for backoff, crash windows, idle timeouts and the config
+    /// store's `updated_at` stamps.
+    pub clock: SharedClock,
     /// How often idle instances are looked for; `None`: only when
     /// [`Manager::reap_idle`] is called.
     pub reap_interval: Option<Duration>,
@@ -49,7 +50,7 @@ impl Default for ManagerOptions {
         Self {
             search_paths: None,
             restart: RestartPolicy::default(),
-            clock: Arc::new(SystemClock::default()),
+            clock: SystemClock::shared(),
             reap_interval: Some(Duration::from_secs(1)),
             persist: true,
             start_method: StartMethod::Forkserver,
@@ -229,7 +230,7 @@ struct Inner {
     discovery: RwLock<Discovery>,
     instances: RwLock<BTreeMap<String, Arc<Instance>>>,
     hub: Hub,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
     policy: RestartPolicy,
     start_method: StartMethod,
     closed: AtomicBool,
@@ -293,11 +294,11 @@ impl Manager {
             discovery: RwLock::new(discovery),
             instances: RwLock::new(BTreeMap::new()),
             hub: Hub::default(),
-            clock: options.clock,
+            clock: options.clock.clone(),
             policy: options.restart,
             start_method: options.start_method,
             closed: AtomicBool::new(false),
-            stores: Stores::new(&cfg_data_dir, options.persist),
+            stores: Stores::new(&cfg_data_dir, options.persist, &options.clock),
             schemas: Mutex::new(BTreeMap::new()),
             env_overrides: Mutex::new(BTreeMap::new()),
         });

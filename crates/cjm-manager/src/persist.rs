@@ -10,6 +10,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use cjm_core::SharedClock;
 use cjm_stores::{ConfigRecord, ConfigStore, SecretStore, SecretValue, StoreError};
 
 pub(crate) struct Stores {
@@ -19,13 +20,15 @@ pub(crate) struct Stores {
 }
 
 impl Stores {
-    /// The stores in `data_dir` (the reference's files); with `persist` off, none:
-    /// nothing is read or written and there are no secrets.
-    pub(crate) fn new(data_dir: &Path, persist: bool) -> Self {
+    /// The stores in `data_dir` (the reference's files), stamping with `clock`; with
+    /// `persist` off, none: nothing is read or written and there are no secrets.
+    pub(crate) fn new(data_dir: &Path, persist: bool, clock: &SharedClock) -> Self {
         Self {
             runtime: OnceLock::new(),
-            config: persist
-                .then(|| ConfigStore::new(data_dir.join(cjm_stores::CONFIG_DB_FILE_NAME))),
+            config: persist.then(|| {
+                ConfigStore::new(data_dir.join(cjm_stores::CONFIG_DB_FILE_NAME))
+                    .with_clock(clock.clone())
+            }),
             secrets: persist.then(|| SecretStore::new(data_dir.join(cjm_stores::SECRETS_DIR_NAME))),
         }
     }

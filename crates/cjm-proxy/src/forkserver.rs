@@ -33,7 +33,7 @@ use rustix::net::{
     SendFlags, SocketFlags, SocketType,
 };
 
-use crate::spec::{ENV_ALLOW_LIST, WorkerSpec};
+use crate::spec::WorkerSpec;
 
 /// The server's receive buffer (`MAX_MESSAGE` in `_forkserver.py`).
 const MAX_REQUEST: usize = 64 * 1024;
@@ -83,7 +83,7 @@ fn read_at_startup(key: &OsStr) -> bool {
     let Some(key) = key.to_str() else {
         return true;
     };
-    ENV_ALLOW_LIST.contains(&key)
+    cjm_core::INHERITED_ENV.contains(&key)
         || (key.starts_with("PYTHON") && key != "PYTHONPATH")
         || key.starts_with("LD_")
         || key.starts_with("MALLOC_")

@@ -21,6 +21,6 @@ pub use cgroup::isolation as cgroup_isolation;
 pub use error::{Death, WorkerError};
 pub use event::Event;
 pub use process::LOG_ROTATE_BYTES;
-pub use spec::{ENV_ALLOW_LIST, StartMethod, WorkerSpec};
+pub use spec::{StartMethod, WorkerSpec};
 pub use stats::WorkerStats;
 pub use worker::{CallOptions, CallStream, CancelPolicy, PendingCall, Worker};

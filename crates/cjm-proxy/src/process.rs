@@ -28,7 +28,7 @@ use crate::completion::Completion;
 use crate::error::{Death, WorkerError};
 use crate::event::{Event, EventHub};
 use crate::forkserver::{self, Forked};
-use crate::spec::{ENV_ALLOW_LIST, StartMethod, WorkerSpec};
+use crate::spec::{StartMethod, WorkerSpec};
 
 /// Inline bytes at least this large are moved into shared memory before sending.
 pub(crate) const SHM_THRESHOLD: usize = 64 * 1024;
@@ -166,7 +166,7 @@ pub(crate) fn worker_env(spec: &WorkerSpec) -> Vec<(OsString, OsString)> {
         env.retain(|(name, _)| *name != k);
         env.push((k, v));
     };
-    for key in ENV_ALLOW_LIST {
+    for key in cjm_core::INHERITED_ENV {
         if let Some(v) = std::env::var_os(key) {
             set(key, v);
         }

@@ -1,25 +1,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Host variables a worker inherits; every other variable of the host (tokens,
-/// cloud credentials, …) stays out unless passed explicitly.
-pub const ENV_ALLOW_LIST: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LANGUAGE",
-    "LC_ALL",
-    "LC_CTYPE",
-    "LC_MESSAGES",
-    "LC_NUMERIC",
-    "LC_TIME",
-    "TZ",
-    "TMPDIR",
-    "TERM",
-];
-
 /// How a worker's process is started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StartMethod {

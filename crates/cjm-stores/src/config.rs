@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cjm_core::{SharedClock, SystemClock};
 use serde_json::{Map, Value};
 use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 
@@ -45,9 +45,6 @@ impl Default for ConfigRecord {
     }
 }
 
-/// Where [`ConfigStore::set`] reads the time.
-type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
 /// The reference's `LocalPluginConfigStore`: one `SQLite` row per plugin in
 /// `plugin_configs.db`.
 ///
@@ -57,7 +54,8 @@ type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// rewrite the other's rows.
 pub struct ConfigStore {
     db: LazyDb,
-    clock: Clock,
+    /// Where [`ConfigStore::set`] reads the time.
+    clock: SharedClock,
 }
 
 impl fmt::Debug for ConfigStore {
@@ -73,7 +71,7 @@ impl ConfigStore {
     pub fn new(db_path: impl Into<PathBuf>) -> Self {
         Self {
             db: LazyDb::new(db_path.into(), Table::PluginConfigs),
-            clock: Arc::new(SystemTime::now),
+            clock: SystemClock::shared(),
         }
     }
 
@@ -83,10 +81,10 @@ impl ConfigStore {
         paths::in_data_dir(data_dir, CONFIG_DB_FILE_NAME).map(Self::new)
     }
 
-    /// Stamps writes with `clock` instead of the system's wall clock.
+    /// Stamps writes with `clock`'s wall time instead of the system's.
     #[must_use]
-    pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
-        self.clock = Arc::new(clock);
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -118,7 +116,7 @@ impl ConfigStore {
     /// Writes `record` for `plugin_name`, replacing any earlier one, with
     /// `updated_at` stamped to now; returns that stamp.
     pub async fn set(&self, plugin_name: &str, record: &ConfigRecord) -> Result<f64, StoreError> {
-        let updated_at = unix_seconds((self.clock)());
+        let updated_at = unix_seconds(self.clock.wall());
         let config_json = cjm_core::python_json(&Value::Object(record.config.clone()), None);
         let pool = self.db.for_write().await?;
         sqlx::query(

@@ -53,9 +53,8 @@ impl HeldBuffer {
             return None;
         }
         // SAFETY: PyObject_GetBuffer succeeded and filled the struct.
-        Some(Self {
-            raw: unsafe { raw.assume_init() },
-        })
+        let raw = unsafe { raw.assume_init() };
+        Some(Self { raw })
     }
 
     pub(crate) fn as_ptr(&self) -> *const u8 {

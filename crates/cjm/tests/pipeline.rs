@@ -1,18 +1,13 @@
 //! `create_pipeline_with`: a manager and bindings in one call; failures reported.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cjm::manager::{LoadSpec, ManagerError, ManagerOptions};
 use cjm::manifest::Manifest;
 use cjm::proto::Value;
 use serde_json::json;
 
-fn python() -> PathBuf {
-    std::env::var_os("CJM_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
-        PathBuf::from,
-    )
-}
+use cjm_testkit::python;
 
 #[test]
 fn a_pipeline_loads_what_it_can_and_reports_the_rest() {

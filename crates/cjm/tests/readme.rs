@@ -14,12 +14,7 @@ mod worker_example;
 #[expect(dead_code, reason = "the example's own main is not called here")]
 mod manager_example;
 
-fn python() -> PathBuf {
-    std::env::var_os("CJM_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
-        PathBuf::from,
-    )
-}
+use cjm_testkit::python;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -4,37 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The test venv's interpreter (`CJM_PYTHON`, as `cargo xtask test` sets it).
-pub(crate) fn python() -> PathBuf {
-    std::env::var_os("CJM_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
-        PathBuf::from,
-    )
-}
-
-/// The pinned uv (`CJM_UV`).
-pub(crate) fn uv() -> PathBuf {
-    std::env::var_os("CJM_UV").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/tools/bin/uv"),
-        PathBuf::from,
-    )
-}
-
-/// The cjm-worker wheel: `CJM_WORKER_WHEEL`, else the newest `cargo xtask wheel` built.
-pub(crate) fn worker_wheel() -> PathBuf {
-    if let Some(w) = std::env::var_os("CJM_WORKER_WHEEL") {
-        return PathBuf::from(w);
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wheels");
-    fs_err::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
-        .max_by_key(|p| fs_err::metadata(p).and_then(|m| m.modified()).ok())
-        .expect("no cjm-worker wheel: run `cargo xtask wheel` (or `cargo xtask test`)")
-}
+pub(crate) use cjm_testkit::{python, uv, worker_wheel};
 
 /// The test interpreter's `major.minor` (uv finds it on this machine).
 pub(crate) fn version() -> String {

@@ -3,32 +3,9 @@ use std::process::Command;
 
 use cjm_env::{EnvRequest, EnvStore};
 
-/// The interpreter environments are built from (`CJM_PYTHON`, as `cargo xtask test`
-/// sets it; any `CPython` ≥ 3.9 would do).
-pub(crate) fn python() -> PathBuf {
-    std::env::var_os("CJM_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
-        PathBuf::from,
-    )
-}
+pub(crate) use cjm_testkit::{python, uv, worker_wheel};
 
-/// The pinned uv (`CJM_UV`, as `cargo xtask test` sets it).
-pub(crate) fn uv() -> PathBuf {
-    std::env::var_os("CJM_UV").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/tools/bin/uv"),
-        PathBuf::from,
-    )
-}
-
-/// The wheels `cargo xtask setup` downloads for offline install tests (pip, uv,
-/// `flit_core`, the reference package and its dependencies): `CJM_WHEELHOUSE`, as
-/// `cargo xtask test` sets it.
-pub(crate) fn setup_wheelhouse() -> PathBuf {
-    std::env::var_os("CJM_WHEELHOUSE").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/wheelhouse"),
-        PathBuf::from,
-    )
-}
+pub(crate) use cjm_testkit::setup_wheelhouse;
 
 /// A scratch folder removed on drop.
 pub(crate) struct Scratch(pub(crate) PathBuf);
@@ -83,21 +60,4 @@ pub(crate) fn run_python(python: &Path, code: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// The cjm-worker wheel to install into environments: `CJM_WORKER_WHEEL`, as
-/// `cargo xtask test` sets it, else the newest one `cargo xtask wheel` built.
-pub(crate) fn worker_wheel() -> PathBuf {
-    if let Some(w) = std::env::var_os("CJM_WORKER_WHEEL") {
-        return PathBuf::from(w);
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wheels");
-    fs_err::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
-        .max_by_key(|p| fs_err::metadata(p).and_then(|m| m.modified()).ok())
-        .expect("no cjm-worker wheel: run `cargo xtask wheel` (or `cargo xtask test`)")
 }

@@ -7,13 +7,7 @@ use cjm_manager::{Clock, Manager, ManagerEvent, ManagerOptions, ManualClock, Res
 use cjm_manifest::Manifest;
 use serde_json::{Map, Value, json};
 
-/// The interpreter with cjm-worker installed (`CJM_PYTHON`).
-pub(crate) fn python() -> PathBuf {
-    std::env::var_os("CJM_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
-        PathBuf::from,
-    )
-}
+pub(crate) use cjm_testkit::python;
 
 /// A scratch data dir with manifests for the fixture plugins, removed on drop.
 pub(crate) struct Project {

@@ -26,7 +26,7 @@ fn the_worker_sees_only_allowed_and_declared_variables() {
     assert!(get("PATH").is_some());
     let Value::Map(pairs) = &env else { panic!() };
     let allowed = |k: &str| {
-        cjm_proxy::ENV_ALLOW_LIST.contains(&k)
+        cjm_core::INHERITED_ENV.contains(&k)
             || ["PLUGIN_SETTING", "CJM_DATA_DIR", "CJM_MODELS_DIR", "PYTHONPATH", "PYTHONUNBUFFERED"].contains(&k)
             // Set by the interpreter itself, not inherited.
             || k == "LC_CTYPE"

@@ -4,19 +4,7 @@ use std::time::Duration;
 use cjm_proto::Value;
 use cjm_proxy::{StartMethod, Worker, WorkerSpec};
 
-/// The interpreter with cjm-worker installed: `CJM_PYTHON`, as `cargo xtask test`
-/// sets it, else the venv `cargo xtask setup` builds.
-pub(crate) fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CJM_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python");
-    assert!(
-        p.exists(),
-        "no Python with cjm-worker: run `cargo xtask test` (or `cargo xtask setup && cargo xtask wheel`) first"
-    );
-    p
-}
+pub(crate) use cjm_testkit::python;
 
 pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

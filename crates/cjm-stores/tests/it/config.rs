@@ -1,5 +1,7 @@
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cjm_core::ManualClock;
 use cjm_stores::{ConfigRecord, ConfigStore};
 use serde_json::{Map, Value, json};
 
@@ -99,7 +101,10 @@ async fn rust_reads_what_the_reference_wrote() {
 async fn the_reference_reads_what_rust_wrote() {
     let scratch = Scratch::new("config-write");
     let db = scratch.join("nested/dirs/plugin_configs.db");
-    let store = ConfigStore::new(&db).with_clock(|| at(1_795_705_200, 123_456_789));
+    let store = ConfigStore::new(&db).with_clock(Arc::new(ManualClock::starting_at(at(
+        1_795_705_200,
+        123_456_789,
+    ))));
     let record = ConfigRecord {
         config: awkward_config(),
         enabled: false,

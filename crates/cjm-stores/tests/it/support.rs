@@ -5,14 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{Value, json};
 
-/// The interpreter with the reference installed (`CJM_PYTHON`, as `cargo xtask
-/// test` sets it).
-pub(crate) fn python() -> PathBuf {
-    std::env::var_os("CJM_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cjm/venv/bin/python"),
-        PathBuf::from,
-    )
-}
+pub(crate) use cjm_testkit::python;
 
 /// A scratch folder, unique to the test, removed on drop.
 pub(crate) struct Scratch(pub(crate) PathBuf);
