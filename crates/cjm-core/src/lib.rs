@@ -39,7 +39,7 @@ pub mod yaml;
 pub use crate::{
     clock::{Clock, ManualClock, SharedClock, SystemClock},
     config::{
-        CONFIG_FILE_NAME, CjmConfig, CondaType, ConfigError, ConfigProblem, ConfigWarning,
+        CONFIG_FILE_NAME, CjmConfig, CjmYamlError, CjmYamlProblem, CondaType, ConfigWarning,
         ConfigWarningKind, Constraints, ENV_CONDA_PREFIX, ENV_CONDA_TYPE, ENV_DATA_DIR,
         InstallConfig, LoadOptions, RuntimeConfig, RuntimeMode, SubstrateConfig, UnknownValue,
         current_platform, load_config,
@@ -52,7 +52,7 @@ pub use crate::{
     files::{MAX_CONFIG_FILE_BYTES, path_component_problem, read_capped, read_capped_bytes},
     hashing::{
         HashError, canonical_json, hash_bytes, hash_dict_canonical, hash_file, is_python_falsy,
-        python_json, verify_hash,
+        json_loads, python_json, verify_hash,
     },
     inherit::INHERITED_ENV,
     metadata::{PluginInstance, PluginMeta, PluginTaxonomy, ResourceRequirements},

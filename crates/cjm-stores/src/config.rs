@@ -198,7 +198,7 @@ fn record_from_row(plugin_name: &str, row: &SqliteRow, first: usize) -> ConfigRe
     let config = match config_json.as_deref() {
         None | Some("") => Map::new(),
         Some(text) => {
-            if let Ok(Value::Object(config)) = serde_json::from_str(text) {
+            if let Ok(Value::Object(config)) = cjm_core::json_loads(text) {
                 config
             } else {
                 tracing::warn!(

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cjm_core::{CjmConfig, ConfigError, LoadOptions};
+use cjm_core::{CjmConfig, CjmYamlError, LoadOptions};
 use cjm_manager::{LoadSpec, Manager, ManagerError, ManagerOptions, PluginBinding};
 
 /// A manager with a bound handle per plugin that loaded.
@@ -24,7 +24,7 @@ pub struct Pipeline {
 /// installed plugins and loads `plugins` concurrently.
 pub fn create_pipeline(
     plugins: impl IntoIterator<Item = impl Into<LoadSpec>>,
-) -> Result<Pipeline, ConfigError> {
+) -> Result<Pipeline, CjmYamlError> {
     let cwd = std::env::current_dir().unwrap_or_default();
     let cfg = cjm_core::load_config(&LoadOptions::default(), &|k| std::env::var(k).ok(), &cwd)?;
     Ok(create_pipeline_with(

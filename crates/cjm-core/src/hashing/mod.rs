@@ -1,6 +1,7 @@
 //! Content hashes in the reference's `"<algorithm>:<hex digest>"` form.
 
 mod canonical;
+mod loads;
 
 use std::{
     io::{self, Read},
@@ -10,6 +11,7 @@ use std::{
 use ring::digest::{self, Algorithm, Context};
 
 pub use self::canonical::{canonical_json, python_json};
+pub use self::loads::json_loads;
 
 /// A hash that could not be computed or checked.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::{
 };
 
 use cjm_core::{
-    CjmConfig, CondaType, ConfigError, ConfigWarningKind, LoadOptions, RuntimeMode,
+    CjmConfig, CjmYamlError, CondaType, ConfigWarningKind, LoadOptions, RuntimeMode,
     current_platform, load_config,
 };
 use serde_json::Value;
@@ -72,7 +72,7 @@ fn env_from(vars: HashMap<String, String>) -> impl Fn(&str) -> Option<String> {
 }
 
 /// Lays out a fixture case and loads it the way the generator ran the reference.
-fn load_case(scratch: &Scratch, case: &Value) -> (Result<CjmConfig, ConfigError>, PathBuf) {
+fn load_case(scratch: &Scratch, case: &Value) -> (Result<CjmConfig, CjmYamlError>, PathBuf) {
     for (rel, content) in case["files"].as_object().unwrap() {
         let text = content.as_str().unwrap();
         if case["latin1"] == true {
@@ -298,7 +298,7 @@ fn load_in(
     yaml: Option<&str>,
     vars: &[(&str, &str)],
     options: &LoadOptions,
-) -> Result<CjmConfig, ConfigError> {
+) -> Result<CjmConfig, CjmYamlError> {
     if let Some(yaml) = yaml {
         scratch.write("cjm.yaml", yaml.as_bytes());
     }
@@ -317,7 +317,7 @@ fn a_config_path_given_on_the_command_line_must_exist() {
         ..LoadOptions::default()
     };
     let err = load_in(&scratch, None, &[("HOME", "/h")], &options).unwrap_err();
-    assert!(matches!(err, ConfigError::NotFound { .. }), "{err:?}");
+    assert!(matches!(err, CjmYamlError::NotFound { .. }), "{err:?}");
     assert_eq!(
         scratch.redact(&err.to_string()),
         "config file `<root>/missing.yaml` does not exist"
@@ -332,7 +332,7 @@ fn a_config_path_that_is_a_folder_is_a_read_error() {
         ..LoadOptions::default()
     };
     let err = load_in(&scratch, None, &[("HOME", "/h")], &options).unwrap_err();
-    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(matches!(err, CjmYamlError::Read { .. }), "{err:?}");
     assert_eq!(
         scratch.redact(&err.to_string()),
         "failed to read config file `<root>/home`"
@@ -363,7 +363,7 @@ fn a_bad_conda_type_variable_fails_even_when_the_command_line_overrides_it() {
     let err = load_in(&scratch, None, &vars, &options).unwrap_err();
     assert!(matches!(
         err,
-        ConfigError::InvalidEnv {
+        CjmYamlError::InvalidEnv {
             var: "CJM_CONDA_TYPE",
             ..
         }
