@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use cjm::manager::{LoadSpec, Manager, ManagerError, ManagerOptions, StartMethod};
 use cjm::proto::Value;
 use cjm::proxy::{CallOptions, Event, Worker, WorkerError, WorkerSpec};
@@ -69,16 +68,17 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 fn json(s: &str, what: &str) -> anyhow::Result<Value> {
-    let v: serde_json::Value =
-        serde_json::from_str(s).with_context(|| format!("{what} is not valid JSON: {s:?}"))?;
-    Ok(Value::from(v))
+    match cjm::core::json_loads::<serde_json::Value>(s) {
+        Ok(v) => Ok(Value::from(v)),
+        Err(e) => usage!("{what} is not valid JSON: {s:?}: {e}"),
+    }
 }
 
 fn json_object(s: Option<&str>, what: &str) -> anyhow::Result<Vec<(String, Value)>> {
     match s.map(|s| json(s, what)).transpose()? {
         None => Ok(Vec::new()),
         Some(Value::Map(m)) => Ok(m),
-        Some(other) => bail!("{what} must be a JSON object, got a {}", other.type_name()),
+        Some(other) => usage!("{what} must be a JSON object, got a {}", other.type_name()),
     }
 }
 
@@ -123,13 +123,13 @@ pub(crate) fn run(a: &CallArgs, global: &Global) -> anyhow::Result<ExitCode> {
 /// an application gets it (persisted and validated configuration, secrets,
 /// visible `WORKER_ENV` variables, the enabled flag), called once, unloaded.
 fn call_installed(a: &CallArgs, global: &Global, opts: CallOptions) -> anyhow::Result<ExitCode> {
-    crate::ctx::plugin_name(&a.target).map_err(|e| anyhow::anyhow!("{}: {e}", a.target))?;
+    crate::ctx::plugin_name(&a.target).map_err(|e| crate::Usage(format!("{}: {e}", a.target)))?;
     let mut ctx = Ctx::load(global)?;
     if a.no_drift_check {
         ctx.cfg.substrate.drift_detection = false;
     }
     if a.rest.len() > 1 {
-        bail!(
+        usage!(
             "call takes one ACTION after the plugin name, got {:?}; pass arguments with --args",
             a.rest
         );
@@ -139,7 +139,7 @@ fn call_installed(a: &CallArgs, global: &Global, opts: CallOptions) -> anyhow::R
         None => (Vec::new(), Vec::new()),
         Some(Value::Map(m)) => (Vec::new(), m),
         Some(Value::List(l)) => (l, Vec::new()),
-        Some(other) => bail!(
+        Some(other) => usage!(
             "--args must be a JSON object (keyword arguments) or array (positional), got a {}",
             other.type_name()
         ),
@@ -172,7 +172,7 @@ fn call_installed(a: &CallArgs, global: &Global, opts: CallOptions) -> anyhow::R
     let declared = manifest.code.worker_env_vars();
     for (key, value) in &a.env {
         match declared.iter().find(|v| v.name == *key) {
-            Some(var) if var.secret => bail!(
+            Some(var) if var.secret => usage!(
                 "{key} is a secret of plugin {}: store it with `cjm-ctl set-secret {} {key}` (a secret on the command line would reach shell history)",
                 a.target,
                 a.target

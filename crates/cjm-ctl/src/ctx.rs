@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use cjm::core::{CjmConfig, CondaType, LoadOptions};
 use cjm_env::{CondaRuntime, EnvStore, Installer};
 use cjm_manifest::{Discovery, PluginsFile};
@@ -80,7 +80,7 @@ impl Ctx {
             conda_type: global.conda_type,
         };
         let cfg = cjm::core::load_config(&options, &|k| std::env::var(k).ok(), &cwd)
-            .map_err(|e| anyhow::anyhow!("{}", crate::with_causes(&e)))?;
+            .map_err(|e| crate::Usage(crate::with_causes(&e)))?;
         if !global.quiet {
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");
@@ -126,7 +126,7 @@ impl Ctx {
         if let Some(uv) = given {
             let uv = self.cwd.join(uv);
             if !uv.is_file() {
-                bail!(
+                usage!(
                     "--uv {} is not a file: pass the path of a uv binary",
                     uv.display()
                 );
@@ -216,12 +216,12 @@ impl Ctx {
     ) -> anyhow::Result<(PathBuf, PluginsFile)> {
         let path = self.plugins_path(given);
         if !path.is_file() {
-            bail!(
+            usage!(
                 "plugins file not found: {} (pass --plugins PATH, or set plugins_config in cjm.yaml)",
                 path.display()
             );
         }
-        let file = PluginsFile::load(&path).map_err(|e| anyhow::anyhow!(crate::with_causes(&e)))?;
+        let file = PluginsFile::load(&path).map_err(|e| crate::Usage(crate::with_causes(&e)))?;
         for w in file.warnings.iter().filter(|_| !self.quiet) {
             eprintln!("warning: {}: {w}", path.display());
         }
@@ -336,5 +336,5 @@ pub(crate) fn not_installed(name: &str, discovery: &cjm_manifest::Discovery) -> 
         text.push_str(&crate::with_causes(e));
     }
     text.push_str("\nhint: add it to plugins.yaml and run `cjm-ctl install-all`; `cjm-ctl list` shows what is installed");
-    anyhow::anyhow!(text)
+    anyhow::Error::new(crate::Usage(text))
 }

@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::bail;
 use cjm_manifest::PluginsFile;
 
 use crate::ctx::{Ctx, Global};
@@ -94,7 +93,7 @@ pub(crate) fn run(a: &SetupHostArgs, g: &Global) -> anyhow::Result<ExitCode> {
         None
     };
     if a.python.is_some() && plugins.is_none() {
-        bail!(
+        usage!(
             "no plugins.yaml to read interface libraries from ({} does not exist): pass --plugins PATH",
             ctx.plugins_path(None).display()
         );
@@ -148,7 +147,7 @@ pub(crate) fn run(a: &SetupHostArgs, g: &Global) -> anyhow::Result<ExitCode> {
     drop(out);
     let uv = ctx.uv().map_err(|e| crate::Failure(format!("{e:#}")))?;
     if !python.exists() {
-        bail!("--python {} does not exist", python.display());
+        usage!("--python {} does not exist", python.display());
     }
     if !a.yes
         && !crate::confirm(

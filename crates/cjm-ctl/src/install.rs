@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use cjm_env::{InstallError, Installed, Installer, Stage};
 use cjm_manifest::{Backend, Manifest, PluginSpec};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -74,7 +73,7 @@ pub(crate) fn install_all(a: &InstallAllArgs, global: &Global) -> anyhow::Result
     } else {
         for name in &a.only {
             if file.get(name).is_none() {
-                bail!("plugin {name} is not in {}", path.display());
+                usage!("plugin {name} is not in {}", path.display());
             }
         }
         file.plugins
@@ -235,7 +234,7 @@ pub(crate) fn regenerate(a: &RegenerateArgs, global: &Global) -> anyhow::Result<
     let ctx = Ctx::load(global)?;
     let path = ctx.cfg.manifests_dir().join(format!("{}.json", a.name));
     if !path.is_file() {
-        bail!(
+        usage!(
             "no manifest for plugin {} at {}; `cjm-ctl list` shows what is installed",
             a.name,
             path.display()
@@ -251,7 +250,7 @@ pub(crate) fn regenerate(a: &RegenerateArgs, global: &Global) -> anyhow::Result<
         spec.package.clone_from(package);
     }
     if spec.package.is_empty() {
-        bail!(
+        usage!(
             "cannot tell what package plugin {} came from: its manifest predates `package_source`; pass --package SPEC or --plugins plugins.yaml",
             a.name
         );
@@ -311,7 +310,7 @@ pub(crate) fn repair(a: &RepairArgs, global: &Global) -> anyhow::Result<ExitCode
     let ctx = Ctx::load(global)?;
     let (path, file) = repair_source(&ctx, a)?;
     let Some(spec) = file.get(&a.name) else {
-        bail!(
+        usage!(
             "plugin {} is not in {}; repair rebuilds a plugin from its plugins.yaml entry",
             a.name,
             path.display()
@@ -364,12 +363,12 @@ fn repair_source(
         .map(PathBuf::from);
     match recorded {
         Some(p) if p.is_file() => ctx.plugins_file(Some(&p)),
-        Some(p) => bail!(
+        Some(p) => usage!(
             "plugin {} was installed from {}, which is gone; pass --plugins PATH with its entry",
             a.name,
             p.display()
         ),
-        None => bail!(
+        None => usage!(
             "plugin {}'s manifest does not say which plugins.yaml it came from (installed by an older cjm, or by the reference); pass --plugins PATH with its entry",
             a.name
         ),

@@ -15,6 +15,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Returns a [`Usage`] error (exit code 2) with a formatted message.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::Usage(format!($($arg)*))))
+    };
+}
+
 mod call;
 mod ctx;
 mod doctor;
@@ -81,6 +88,9 @@ enum Command {
 }
 
 /// An operation that ran and failed (exit code 1); its message is complete.
+///
+/// Exit code 1 is also what any error not marked [`Usage`] gets: an unexpected I/O
+/// error is a failure of the operation, not a mistake of the caller's.
 #[derive(Debug)]
 pub(crate) struct Failure(pub(crate) String);
 
@@ -91,6 +101,28 @@ impl std::fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+/// Bad usage or configuration (exit code 2): the command line, a cjm.yaml or
+/// plugins.yaml mistake, a plugin that is not installed. Its message is complete.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The exit code for an error: 2 when any error in its chain is a [`Usage`], else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.downcast_ref::<Usage>().is_some()) {
+        2
+    } else {
+        1
+    }
+}
 
 /// An error and its chain of causes on one line.
 pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
@@ -114,7 +146,7 @@ pub(crate) fn with_causes_ref<E: std::error::Error>(e: &E) -> String {
 pub(crate) fn confirm(question: &str, doing: &str) -> anyhow::Result<bool> {
     use std::io::{BufRead, IsTerminal};
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!("not {doing} without confirmation: pass -y (stdin is not a terminal)");
+        usage!("not {doing} without confirmation: pass -y (stdin is not a terminal)");
     }
     eprint!("{question} [y/N] ");
     let mut line = String::new();
@@ -164,13 +196,8 @@ fn main() -> ExitCode {
         if broken_pipe {
             return ExitCode::SUCCESS;
         }
-        let code = if e.downcast_ref::<Failure>().is_some() {
-            1
-        } else {
-            2
-        };
         let _ = writeln!(std::io::stderr(), "error: {e:#}");
-        ExitCode::from(code)
+        ExitCode::from(exit_code(&e))
     })
 }
 

@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use cjm_manifest::Manifest;
 use cjm_stores::{ConfigRecord, ConfigStore, SecretStore, SecretValue};
 use serde_json::Value;
@@ -94,7 +94,7 @@ pub(crate) fn secret_store(ctx: &Ctx) -> SecretStore {
 
 pub(crate) fn set_secret(a: &SetSecretArgs, global: &Global) -> anyhow::Result<ExitCode> {
     if let Some(why) = cjm_stores::secret_key_problem(&a.key) {
-        bail!("cannot store secret {:?} for {}: {why}", a.key, a.plugin);
+        usage!("cannot store secret {:?} for {}: {why}", a.key, a.plugin);
     }
     let ctx = Ctx::load(global)?;
     if !a.force {
@@ -105,7 +105,7 @@ pub(crate) fn set_secret(a: &SetSecretArgs, global: &Global) -> anyhow::Result<E
         None => read_secret(&format!("{} for {}: ", a.key, a.plugin))?,
     };
     if value.is_empty() {
-        bail!(
+        usage!(
             "an empty secret was given for {} of {}; nothing stored",
             a.key,
             a.plugin
@@ -140,7 +140,7 @@ fn check_declared(ctx: &Ctx, plugin: &str, key: &str) -> anyhow::Result<()> {
             .iter()
             .map(|d| d.manifest.code.name.as_str())
             .collect();
-        bail!(
+        usage!(
             "plugin {plugin} is not installed (installed: {}); check the name with `cjm-ctl list`, or pass --force to store the secret before installing it",
             if installed.is_empty() {
                 "none".to_owned()
@@ -154,12 +154,12 @@ fn check_declared(ctx: &Ctx, plugin: &str, key: &str) -> anyhow::Result<()> {
         if var.secret {
             return Ok(());
         }
-        bail!(
+        usage!(
             "{key} is a visible variable of plugin {plugin}, not a secret: set it in plugins.yaml's env_vars (or with the manager's set_env_override)"
         );
     }
     let secrets = found.manifest.code.secret_names();
-    bail!(
+    usage!(
         "plugin {plugin} does not declare a secret {key} in its WORKER_ENV (its secrets: {}); its worker would never read it; pass --force to store it anyway",
         if secrets.is_empty() {
             "none".to_owned()
@@ -249,9 +249,10 @@ pub(crate) fn config(a: &ConfigArgs, global: &Global) -> anyhow::Result<ExitCode
             for pair in pairs {
                 let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.trim().is_empty())
                 else {
-                    bail!("expected KEY=VALUE with a non-empty KEY, got {pair:?}");
+                    usage!("expected KEY=VALUE with a non-empty KEY, got {pair:?}");
                 };
-                let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
+                let value =
+                    cjm::core::json_loads(v).unwrap_or_else(|_| Value::String(v.to_owned()));
                 config.insert(k.to_owned(), value);
             }
             let mode = if *lenient {
@@ -284,7 +285,7 @@ pub(crate) fn config(a: &ConfigArgs, global: &Global) -> anyhow::Result<ExitCode
 
 pub(crate) fn default_instance_only(plugin: &str, instance: Option<&str>) -> anyhow::Result<()> {
     match instance {
-        Some(id) if id != plugin => bail!(
+        Some(id) if id != plugin => usage!(
             "only a plugin's default instance has a persisted configuration (as in the reference); instance {id} of {plugin} lives only in the manager that loaded it"
         ),
         _ => Ok(()),

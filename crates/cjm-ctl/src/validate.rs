@@ -33,11 +33,17 @@ pub(crate) fn run(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         });
     let Some(format) = format else {
-        anyhow::bail!(
+        usage!(
             "cannot tell the format of {} from its extension: pass --format manifest or --format plugins_yaml",
             path.display()
         );
     };
+    if !path.exists() {
+        usage!(
+            "{} does not exist: pass the path of a manifest (.json) or a plugins.yaml",
+            path.display()
+        );
+    }
     let mut warnings: Vec<String> = Vec::new();
     let (kind, outcome): (&str, Result<(), ManifestError>) = if format == "manifest" {
         ("manifest", Manifest::load_validated(path).map(drop))

@@ -8,6 +8,8 @@
 //! - [`proto`] — the wire protocol: values, buffers, shared memory;
 //! - [`proxy`] — one worker: spawn, call, stream, cancel, stop;
 //! - [`manifest`] — plugin manifests, plugins.yaml, discovery;
+//! - [`stores`] — the reference's config, secret and empirical stores;
+//! - [`schema`] — plugin config schemas: validation and the reference's messages;
 //! - [`env`](mod@env) — plugin environments and the install pipeline;
 //! - [`manager`] — the plugin manager: instances, lifecycle, supervision,
 //!   validated configuration, secrets;
@@ -38,4 +40,6 @@ pub use cjm_manager::launch;
 pub use cjm_manifest as manifest;
 pub use cjm_proto as proto;
 pub use cjm_proxy as proxy;
+pub use cjm_schema as schema;
+pub use cjm_stores as stores;
 pub use pipeline::{Pipeline, create_pipeline, create_pipeline_with};

@@ -130,7 +130,12 @@ fn validate_json_is_one_object_on_stdout() {
 }
 
 #[test]
-fn validate_names_a_file_it_cannot_read() {
+fn validate_refuses_a_file_that_does_not_exist_as_a_usage_error() {
     let out = validate(&["tests/fixtures/missing.json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing file is bad usage (README)"
+    );
     insta::assert_snapshot!(transcript(&out));
 }
