@@ -154,8 +154,30 @@ fn additional_properties_false_at_the_top_reports_each_unknown_key_once() {
     assert_eq!(validated.warnings.len(), 1);
 }
 
-#[test]
-fn a_compiled_schema_can_be_shared_between_threads() {
-    fn shareable<T: Send + Sync + Clone>() {}
+// A compiled schema is shared between threads (the manager caches one per plugin).
+const _: () = {
+    const fn shareable<T: Send + Sync + Clone>() {}
     shareable::<ConfigSchema>();
+};
+
+#[test]
+fn one_compiled_schema_validates_on_several_threads_at_once() {
+    let schema = whisper();
+    let verdicts: Vec<(bool, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let schema = schema.clone();
+                s.spawn(move || {
+                    let good = object(json!({"model": "tiny", "beam_size": i + 1}));
+                    let bad = object(json!({"beam_size": "many"}));
+                    (
+                        schema.validate(&good, Strictness::Strict).is_ok(),
+                        schema.validate(&bad, Strictness::Strict).is_err(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(verdicts, vec![(true, true); 4]);
 }
