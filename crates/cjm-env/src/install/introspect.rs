@@ -12,16 +12,17 @@ use serde_json::{Map, Value, json};
 
 use super::Installer;
 use super::request::is_local_path;
-use crate::error::InstallError;
+use crate::error::{InstallError, output_tail};
 use crate::source::source_name;
 
 /// The introspection script, run with the environment's interpreter.
 const INTROSPECT: &str = include_str!("introspect.py");
-/// Lines of a failing introspection's output kept for the error.
-const TAIL: usize = 15;
-/// Lines of a plugin's traceback kept for the error: enough for the whole of a
+/// Lines of what a failing introspection printed that its error keeps, when the
+/// script could not report the plugin's own error (a timeout, a crash).
+const PRINTED_TAIL: usize = 15;
+/// Lines of a plugin's traceback that the error keeps: enough for the whole of a
 /// typical import chain, whose cause is often at the top.
-const TRACEBACK: usize = 60;
+const TRACEBACK_TAIL: usize = 60;
 
 impl Installer {
     /// Runs the introspection script with `python`.
@@ -67,12 +68,12 @@ impl Installer {
             message,
             detail,
         };
-        let output = run_with_timeout(cmd, self.timeout)
+        let ran = run_with_timeout(cmd, self.timeout)
             .map_err(|e| failed(format!("cannot run {}: {e}", python.display()), Vec::new()))?;
         let text = fs_err::read_to_string(&out).unwrap_or_default();
         let _ = fs_err::remove_file(&out);
-        let printed = tail_of(&output.stdout, &output.stderr);
-        let Some(output_status) = output.status else {
+        let printed = output_tail(&ran.stdout, &ran.stderr, PRINTED_TAIL);
+        let Some(status) = ran.status else {
             return Err(failed(
                 format!(
                     "the plugin's code did not finish within {} s and was killed",
@@ -121,11 +122,11 @@ impl Installer {
                 if lines.is_empty() {
                     lines = printed;
                 }
-                let keep = lines.len().saturating_sub(TRACEBACK);
+                let keep = lines.len().saturating_sub(TRACEBACK_TAIL);
                 Err(failed(message, lines.split_off(keep)))
             }
             None => Err(failed(
-                format!("the interpreter exited ({output_status}) without a result"),
+                format!("the interpreter exited ({status}) without a result"),
                 printed,
             )),
         }
@@ -142,7 +143,7 @@ pub(super) struct Introspected {
 /// The import name and distribution name a package spec suggests: the reference's
 /// rules for git URLs and paths (the last path segment, `-` → `_`), and for a pip
 /// requirement its name without extras, versions or markers.
-pub fn module_and_distribution(package: &str) -> (String, Option<String>) {
+pub(crate) fn module_and_distribution(package: &str) -> (String, Option<String>) {
     let package = package.trim();
     if let Some(url) = package.strip_prefix("git+") {
         let repo = url.trim_end_matches('/').rsplit('/').next().unwrap_or(url);
@@ -212,14 +213,14 @@ fn scratch_file() -> PathBuf {
 }
 
 /// What a command printed, and how it ended (`None`: killed at the deadline).
-struct Finished {
+struct Ran {
     status: Option<std::process::ExitStatus>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
 }
 
 /// Runs `cmd`, killing it if it outlives `timeout`.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Finished> {
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Ran> {
     let child = cmd.spawn()?;
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -228,7 +229,7 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Fini
     });
     if let Ok(out) = rx.recv_timeout(timeout) {
         let out = out?;
-        return Ok(Finished {
+        return Ok(Ran {
             status: Some(out.status),
             stdout: out.stdout,
             stderr: out.stderr,
@@ -245,22 +246,11 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Fini
     let out = rx
         .recv()
         .map_err(|_| std::io::Error::other("the waiting thread is gone"))??;
-    Ok(Finished {
+    Ok(Ran {
         status: None,
         stdout: out.stdout,
         stderr: out.stderr,
     })
-}
-
-/// The last lines of a command's output.
-fn tail_of(stdout: &[u8], stderr: &[u8]) -> Vec<String> {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(stdout),
-        String::from_utf8_lossy(stderr)
-    );
-    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    lines[lines.len().saturating_sub(TAIL)..].to_vec()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use cjm_manifest::{Backend as SpecBackend, Manifest, PluginSpec};
+use cjm_manifest::{Backend, Manifest, PluginSpec};
 use serde_json::{Map, Value, json};
 
 use super::{Installed, Installer, Stage};
@@ -24,7 +24,7 @@ impl Installer {
     ) -> Option<(PathBuf, Manifest)> {
         // The file is named after the plugin's own name, which is usually the entry's.
         let by_name = self.manifests_dir.join(format!("{}.json", spec.name));
-        let conda = spec.backend() == SpecBackend::Conda;
+        let conda = spec.backend() == Backend::Conda;
         let hash = source_hash_of(req_sources);
         let matches = |m: &Manifest| {
             m.install.package_source == spec.package
@@ -197,7 +197,7 @@ fn manifest_from_meta(
     };
     let mut m = Manifest::default();
     m.install.python_path = env.python.to_string_lossy().into_owned();
-    m.install.conda_env = if spec.backend() == SpecBackend::Conda {
+    m.install.conda_env = if spec.backend() == Backend::Conda {
         spec.env_name.clone()
     } else {
         String::new()
@@ -216,7 +216,7 @@ fn manifest_from_meta(
     m.install.package_source.clone_from(&spec.package);
     let extra = &mut m.install.extra;
     extra.insert("backend".into(), json!(spec.backend().as_str()));
-    if spec.backend() != SpecBackend::Conda {
+    if spec.backend() != Backend::Conda {
         extra.insert("env_key".into(), json!(env.key.0));
     }
     extra.insert("env_name".into(), json!(spec.env_name));

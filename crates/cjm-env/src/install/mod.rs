@@ -18,15 +18,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cjm_core::InstallConfig;
-use cjm_manifest::{Manifest, PluginSpec};
+use cjm_manifest::{Backend, Manifest, PluginSpec};
 use serde_json::Value;
 
 use crate::conda::CondaRuntime;
 use crate::error::{EnvError, InstallError};
-use crate::key::{Backend, EnvKey, EnvRequest};
+use crate::key::{EnvKey, EnvRequest};
 use crate::store::{Env, EnvStore};
-
-pub use introspect::module_and_distribution;
 
 /// Where an install is in its steps, for progress displays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,21 +4,17 @@
 use std::path::PathBuf;
 
 use cjm_core::Constraints;
-use cjm_manifest::{Backend as SpecBackend, PluginSpec};
+use cjm_manifest::{Backend, PluginSpec};
 
 use super::Installer;
 use crate::error::InstallError;
-use crate::key::{Backend, EnvRequest, LocalSource};
+use crate::key::{EnvRequest, LocalSource};
 use crate::source::{source_hash, source_name};
 
 impl Installer {
     /// What `spec`'s environment contains.
     pub fn request(&self, spec: &PluginSpec) -> Result<EnvRequest, InstallError> {
-        let backend = match spec.backend() {
-            SpecBackend::Uv => Backend::Uv,
-            SpecBackend::Python => Backend::Python,
-            SpecBackend::Conda => Backend::Conda,
-        };
+        let backend = spec.backend();
         let python = match backend {
             Backend::Python => spec.python_path.clone().unwrap_or_default(),
             _ => spec
