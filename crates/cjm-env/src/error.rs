@@ -1,4 +1,23 @@
+//! cjm-env's two error types: [`EnvError`] (building or finding an environment)
+//! and [`InstallError`] (installing a plugin, which names the plugin), each with a
+//! hint that says what to do next; and the tail of a failed command's output that
+//! they carry.
+
 use std::path::PathBuf;
+
+/// Lines of a failing tool's output (uv, pip, conda, micromamba) that its error keeps.
+pub(crate) const TOOL_TAIL: usize = 20;
+
+/// The last `lines` lines of a command's output, stdout's then stderr's.
+pub(crate) fn output_tail(stdout: &[u8], stderr: &[u8], lines: usize) -> Vec<String> {
+    let stdout = String::from_utf8_lossy(stdout);
+    let stderr = String::from_utf8_lossy(stderr);
+    let all: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}
 
 /// What can go wrong building or finding an environment.
 #[derive(Debug, thiserror::Error)]

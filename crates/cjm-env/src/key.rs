@@ -1,24 +1,16 @@
+//! What an environment contains ([`EnvRequest`]) and the name that identifies it
+//! ([`EnvKey`], a hash of everything that changes the install).
+
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
-/// The tool that builds an environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    /// `uv venv` + `uv pip install` (the default).
-    #[default]
-    Uv,
-    /// conda or micromamba.
-    Conda,
-    /// An existing interpreter, used as it is.
-    Python,
-}
+use cjm_manifest::Backend;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Everything that decides what an environment contains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EnvRequest {
     /// The tool.
+    #[serde(serialize_with = "backend_name")]
     pub backend: Backend,
     /// The base interpreter (a path, or a version uv can find, like `3.11`).
     pub python: String,
@@ -45,6 +37,15 @@ pub struct EnvRequest {
     /// hash of its content, so an edit makes a new environment and the tool reads
     /// the source again instead of its cache.
     pub local_sources: Vec<LocalSource>,
+}
+
+/// A backend as plugins.yaml names it (`uv`, `conda`, `python`).
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's serialize_with passes the field by reference"
+)]
+fn backend_name<S: Serializer>(backend: &Backend, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(backend.as_str())
 }
 
 /// A requirement installed from a path on this machine.
@@ -134,7 +135,7 @@ impl EnvKey {
             .collect();
         wheels.sort();
         let mut doc = serde_json::json!({
-            "backend": req.backend,
+            "backend": req.backend.as_str(),
             "python": req.python,
             "requirements": requirements,
             "wheels": wheels,

@@ -25,8 +25,8 @@ mod store;
 
 pub use conda::{CondaRuntime, CondaSource};
 pub use error::{EnvError, InstallError};
-pub use install::{Installed, Installer, Stage, module_and_distribution};
-pub use key::{Backend, EnvKey, EnvRequest, LocalSource};
+pub use install::{Installed, Installer, Stage};
+pub use key::{EnvKey, EnvRequest, LocalSource};
 pub use runtime::{
     UV_VERSION, download, find_on_path, find_uv, micromamba_url, runtime_dir, setup_micromamba,
     setup_micromamba_from, setup_uv,

@@ -10,14 +10,11 @@ use std::process::{Command, Stdio};
 
 use cjm_core::{CjmConfig, current_platform};
 
-use crate::error::EnvError;
+use crate::error::{EnvError, TOOL_TAIL, output_tail};
 
 /// The uv `setup_uv` installs: the one cjm is built and tested with
 /// (`xtask/requirements/tools.txt`).
 pub const UV_VERSION: &str = "0.13.9";
-
-/// Lines of a failing tool's output kept for the error.
-const TAIL: usize = 20;
 
 /// micromamba's download address per platform key, as the reference has them. Each
 /// serves a `.tar.bz2` holding `bin/micromamba` (`Library/bin/micromamba.exe` on
@@ -346,7 +343,7 @@ pub(crate) struct Captured {
     pub(crate) status: String,
     /// Its standard output.
     pub(crate) stdout: String,
-    /// The last [`TAIL`] lines of its output, stdout then stderr.
+    /// The last [`TOOL_TAIL`] lines of its output, stdout then stderr.
     pub(crate) tail: Vec<String>,
 }
 
@@ -358,19 +355,12 @@ pub(crate) fn capture(mut cmd: Command) -> Result<Captured, EnvError> {
         tool: PathBuf::from(cmd.get_program()),
         source,
     })?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
-    let tail = lines[lines.len().saturating_sub(TAIL)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect();
     Ok(Captured {
         success: out.status.success(),
         command,
         status: out.status.to_string(),
-        stdout,
-        tail,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        tail: output_tail(&out.stdout, &out.stderr, TOOL_TAIL),
     })
 }
 

@@ -1,10 +1,19 @@
+//! The environment store: uv environments under one folder, one per [`EnvKey`].
+//!
+//! An environment is built once, under a file lock (`<key>.lock`), in a temporary
+//! folder (`.<key>.building-<pid>`) that is renamed into place only when complete;
+//! a marker written last (`.cjm-env.json`) tells a complete environment from a
+//! leftover, and the resolved set is kept beside it (`requirements.lock`). The
+//! `python` backend's existing interpreter is handed out as it is, never built.
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cjm_manifest::Backend;
 use serde::{Deserialize, Serialize};
 
-use crate::error::EnvError;
-use crate::key::{Backend, EnvKey, EnvRequest, LocalSource};
+use crate::error::{EnvError, TOOL_TAIL, output_tail};
+use crate::key::{EnvKey, EnvRequest, LocalSource};
 
 /// The marker written last into a complete environment.
 const MARKER: &str = ".cjm-env.json";
@@ -14,8 +23,6 @@ const LOCK: &str = "requirements.lock";
 const CONSTRAINTS: &str = "constraints.txt";
 /// The same in a conda environment, whose folder is the tool's.
 pub(crate) const CONDA_CONSTRAINTS: &str = "cjm-constraints.txt";
-/// Lines of a failing tool's output kept for the error.
-const TAIL: usize = 20;
 
 /// A built environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,19 +394,12 @@ impl EnvStore {
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let output_tail = lines[lines.len().saturating_sub(TAIL)..].to_vec();
         Err(EnvError::Tool {
             step,
             key: key.0.clone(),
             command,
             status: out.status.to_string(),
-            output_tail,
+            output_tail: output_tail(&out.stdout, &out.stderr, TOOL_TAIL),
         })
     }
 

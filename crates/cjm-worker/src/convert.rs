@@ -8,7 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use crate::pybuffer::HeldBuffer;
-use crate::runtime::{Located, Runtime};
+use crate::runtime::Runtime;
+use crate::segments::Located;
 
 /// Buffers at least this large go through shared memory instead of the frame.
 pub(crate) const SHM_THRESHOLD: usize = 64 * 1024;

@@ -134,12 +134,33 @@ fn the_key_changes_with_everything_that_changes_the_install() {
     );
 }
 
+/// Keys name environments on disk, so a change to how a request is hashed rebuilds
+/// every environment. These are the keys of fixed requests, one per backend.
+#[test]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn the_keys_of_fixed_requests_stay_the_same() {
+    let mut req = cjm_env::EnvRequest::uv("3.11", ["libdemo==1.0", "demo-plugin-one"]);
+    let mut keys = Vec::new();
+    for backend in [
+        cjm_manifest::Backend::Uv,
+        cjm_manifest::Backend::Conda,
+        cjm_manifest::Backend::Python,
+    ] {
+        req.backend = backend;
+        keys.push(EnvKey::of(&req, "0.1.0").0);
+    }
+    assert_eq!(
+        keys,
+        ["95c5efd7cfa5300b", "89486eebb09d8e32", "0cec11ab1155bb1b"]
+    );
+}
+
 #[test]
 fn an_existing_interpreter_is_used_as_it_is() {
     let scratch = Scratch::new("existing");
     let store = store(&scratch.0);
     let mut req = cjm_env::EnvRequest::uv(python().to_string_lossy(), Vec::<String>::new());
-    req.backend = cjm_env::Backend::Python;
+    req.backend = cjm_manifest::Backend::Python;
     let env = store.ensure(&req).unwrap();
     assert_eq!(env.python, python());
     assert!(!env.built);

@@ -28,45 +28,60 @@ interpreter has not already loaded.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    # What type checkers see, since they do not run `__getattr__`: each public
+    # name, re-exported explicitly (`X as X`). test_package.py checks that these
+    # are exactly `_LAZY`'s names, each from the submodule `_LAZY` gives.
     from typing import List
 
-    from ._datatypes import ConfigOption, EnvVarSpec, FieldOptions, FileBackedDTO, ResourceShortfall
-    from ._native import shm_alloc
+    from ._datatypes import (
+        ConfigOption as ConfigOption,
+        EnvVarSpec as EnvVarSpec,
+        FieldOptions as FieldOptions,
+        FileBackedDTO as FileBackedDTO,
+        ResourceShortfall as ResourceShortfall,
+    )
+    from ._native import shm_alloc as shm_alloc
     from .config import (
-        SCHEMA_DESC,
-        SCHEMA_ENUM,
-        SCHEMA_FORMAT,
-        SCHEMA_MAX,
-        SCHEMA_MAX_LEN,
-        SCHEMA_MIN,
-        SCHEMA_MIN_LEN,
-        SCHEMA_PATTERN,
-        SCHEMA_TITLE,
-        config_to_dict,
-        dataclass_to_jsonschema,
-        dict_to_config,
-        extract_defaults,
-        validate_config,
-        validate_field_value,
+        SCHEMA_DESC as SCHEMA_DESC,
+        SCHEMA_ENUM as SCHEMA_ENUM,
+        SCHEMA_FORMAT as SCHEMA_FORMAT,
+        SCHEMA_MAX as SCHEMA_MAX,
+        SCHEMA_MAX_LEN as SCHEMA_MAX_LEN,
+        SCHEMA_MIN as SCHEMA_MIN,
+        SCHEMA_MIN_LEN as SCHEMA_MIN_LEN,
+        SCHEMA_PATTERN as SCHEMA_PATTERN,
+        SCHEMA_TITLE as SCHEMA_TITLE,
+        config_to_dict as config_to_dict,
+        dataclass_to_jsonschema as dataclass_to_jsonschema,
+        dict_to_config as dict_to_config,
+        extract_defaults as extract_defaults,
+        validate_config as validate_config,
+        validate_field_value as validate_field_value,
     )
     from .errors import (
-        PluginCancelledError,
-        PluginConfigError,
-        PluginDisabledError,
-        PluginError,
-        PluginFatalError,
-        PluginInputError,
-        PluginNotLoadedError,
-        PluginResourceError,
-        PluginTimeoutError,
-        PluginTransientError,
-        WorkerOOMError,
-        classify_exception,
+        PluginCancelledError as PluginCancelledError,
+        PluginConfigError as PluginConfigError,
+        PluginDisabledError as PluginDisabledError,
+        PluginError as PluginError,
+        PluginFatalError as PluginFatalError,
+        PluginInputError as PluginInputError,
+        PluginNotLoadedError as PluginNotLoadedError,
+        PluginResourceError as PluginResourceError,
+        PluginTimeoutError as PluginTimeoutError,
+        PluginTransientError as PluginTransientError,
+        WorkerOOMError as WorkerOOMError,
+        classify_exception as classify_exception,
     )
-    from .interface import RELOAD_TRIGGER, PluginInterface, collect_plugin_actions, plugin_action
+    from .interface import (
+        RELOAD_TRIGGER as RELOAD_TRIGGER,
+        PluginInterface as PluginInterface,
+        collect_plugin_actions as collect_plugin_actions,
+        plugin_action as plugin_action,
+    )
 
-# Public name -> the submodule defining it. Dataclasses come straight from
-# `_datatypes` so that touching one does not load anything else.
+# The public names, each with the submodule that defines it (loaded when the name
+# is first touched). Dataclasses come straight from `_datatypes` so that touching
+# one does not load anything else.
 _LAZY = {
     # interface
     "PluginInterface": "interface",
@@ -111,45 +126,10 @@ _LAZY = {
     "shm_alloc": "_native",
 }
 
-__all__ = [
-    "PluginInterface",
-    "RELOAD_TRIGGER",
-    "plugin_action",
-    "collect_plugin_actions",
-    "FileBackedDTO",
-    "ConfigOption",
-    "FieldOptions",
-    "EnvVarSpec",
-    "PluginError",
-    "PluginInputError",
-    "PluginTransientError",
-    "PluginResourceError",
-    "PluginFatalError",
-    "PluginDisabledError",
-    "PluginNotLoadedError",
-    "PluginTimeoutError",
-    "PluginCancelledError",
-    "WorkerOOMError",
-    "PluginConfigError",
-    "ResourceShortfall",
-    "classify_exception",
-    "SCHEMA_TITLE",
-    "SCHEMA_DESC",
-    "SCHEMA_MIN",
-    "SCHEMA_MAX",
-    "SCHEMA_ENUM",
-    "SCHEMA_MIN_LEN",
-    "SCHEMA_MAX_LEN",
-    "SCHEMA_PATTERN",
-    "SCHEMA_FORMAT",
-    "validate_field_value",
-    "validate_config",
-    "config_to_dict",
-    "dict_to_config",
-    "extract_defaults",
-    "dataclass_to_jsonschema",
-    "shm_alloc",
-]
+# Type checkers do not evaluate a computed `__all__` (theirs would be empty, and
+# `from cjm_worker import *` would import nothing); they read the imports above.
+if not TYPE_CHECKING:
+    __all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> object:
@@ -165,4 +145,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> "List[str]":
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,4 +1,4 @@
-__all__ = ["PROTOCOL", "_emit_log", "serve", "shm_alloc"]
+__all__ = ["PROTOCOL", "_cancelled_error", "_emit_log", "serve", "shm_alloc"]
 
 PROTOCOL: str
 
@@ -10,3 +10,6 @@ def shm_alloc(nbytes: int) -> memoryview:
 
 def _emit_log(level: int, logger: str, message: str) -> None:
     """Forward one log record to the host."""
+
+def _cancelled_error(plugin: str, phase: str) -> dict[str, object]:
+    """What a call cancelled before it ran reports as its exception (for tests)."""

@@ -120,6 +120,33 @@ def test_cancelled_error_is_transient_but_not_retried():
     assert exc.retry_after_seconds is None
 
 
+@pytest.mark.parametrize("phase", ["cooperative", "interrupted"])
+def test_a_call_cancelled_before_it_ran_reports_the_cancelled_error_class(phase):
+    # The worker answers such a call on its channel thread, which never takes the
+    # GIL, so the native side writes the class out (src/raised.rs); the host
+    # recognises a cancellation by this MRO.
+    from cjm_worker import _native
+
+    cls = sdk.PluginCancelledError
+    exc = cls("whisper")
+    reported = _native._cancelled_error("whisper", phase)
+    assert reported["type_name"] == cls.__name__
+    assert reported["mro"] == [f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__]
+    assert reported["declared_category"] == exc.category
+    assert reported["declared_retriable"] is cls.default_retriable
+    assert reported["retry_after_seconds"] is exc.retry_after_seconds
+    assert reported["fields_invalid"] is None
+    assert reported["resource_shortfall"] is None
+    assert reported["traceback"] is None
+    assert reported["cancel_phase"] == phase
+    # FIXME: the name is quoted as Rust's `{:?}` quotes it, not as Python's repr
+    # does. The host does not show it: it words a cancellation itself (cjm-core
+    # `PluginError::Cancelled`).
+    assert str(exc) == "Plugin 'whisper' cancelled by operator"
+    assert reported["message"] == 'Plugin "whisper" cancelled by operator'
+    assert reported["repr"] == 'PluginCancelledError("Plugin \\"whisper\\" cancelled by operator")'
+
+
 def test_fields_invalid_is_a_copy_of_what_was_passed():
     passed = ["a"]
     exc = sdk.PluginInputError("m", fields_invalid=passed)

@@ -1,5 +1,6 @@
 """The package root: its public names, and what importing it costs a worker."""
 
+import ast
 import json
 import os
 import subprocess
@@ -57,6 +58,25 @@ def test_each_root_name_is_the_submodule_object(name):
             assert getattr(submodule, name) is value
     assert name in dir(cjm_worker)
     assert getattr(cjm_worker, name) is value
+
+
+def test_type_checkers_see_each_public_name_from_the_submodule_that_loads_it():
+    # `__getattr__` loads names at run time; type checkers read the imports under
+    # `if TYPE_CHECKING:` instead, so those must name the same things.
+    tree = ast.parse(Path(cjm_worker.__file__).read_text(encoding="utf-8"))
+    (block,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+    ]
+    seen = {}
+    for node in block.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            for alias in node.names:
+                assert alias.asname == alias.name, f"{alias.name} is not re-exported as itself"
+                seen[alias.name] = node.module
+    assert seen == cjm_worker._LAZY
+    assert cjm_worker.__all__ == list(cjm_worker._LAZY)
 
 
 def test_an_unknown_name_raises_attribute_error():
