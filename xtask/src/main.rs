@@ -5,6 +5,7 @@
 //! stdout carries only data (the wheel path). Exit codes: 0 ok, 1 a step failed, 2 usage.
 
 mod cmd;
+mod fuzz;
 mod junit;
 mod paths;
 mod run;
@@ -27,8 +28,9 @@ Usage: cargo xtask <verb> [options]
 Verbs:
   setup               create the tools venv (target/cjm/tools) and the test venv (target/cjm/venv)
   wheel [--debug]     build the cjm-worker wheel (release unless --debug), install it into the test venv
-  test [--no-lint]    fmt, clippy, rustdoc, setup, wheel, Rust tests (nextest), Python tests (pytest)
-  e2e                 setup, wheel, the integration tests that run real workers, Python tests
+  test [--no-lint]    fmt, clippy, rustdoc, cargo-deny, setup, wheel, Rust tests (nextest; cjm-proxy's
+                      again on forked workers), doctests, Python tests (pytest), 30 s of fuzzing
+  e2e                 setup, wheel, every crate's integration tests (tests/it), Python tests
   demo [-- ARGS]      setup, release wheel, run the `demo` example of the cjm crate
   bench [-- ARGS]     setup, release wheel, run cjm-bench (writes bench/results.json)
   help                print this list

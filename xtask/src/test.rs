@@ -1,5 +1,6 @@
 //! `cargo xtask test` and `cargo xtask e2e`: the checks CI runs, in order, stopping at
-//! the first failure.
+//! the first failure: lints, the Rust tests (and cjm-proxy's again on forked workers),
+//! the doctests, the Python tests, and the fuzz target for a bounded time.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use crate::cmd::{Cmd, Exit};
 use crate::junit::{self, Counts};
 use crate::paths::Paths;
 use crate::wheel::{self, Profile};
-use crate::{Failure, failure, setup};
+use crate::{Failure, failure, fuzz, setup};
 
 /// The tests check behaviour, not speed, and a debug wheel is quicker to get: measured on
 /// 2 cores, 70 s against 84 s from nothing, and 1–2 s against 14–17 s after a change to
@@ -32,19 +33,65 @@ pub(crate) fn test(paths: &Paths, lint: bool) -> Result<()> {
     if lint {
         stubtest(paths)?;
     }
-    let rust = nextest(paths, &wheel, None)?;
+    let rust = nextest(paths, &wheel, &Nextest::default())?;
+    let forked = nextest(paths, &wheel, &Nextest::FORKED_PROXY)?;
+    doctests(paths, &wheel)?;
     let python = pytest(paths, &wheel)?;
+    fuzz::fuzz(paths, fuzz::FUZZ_TIME)?;
     eprintln!(
-        "xtask test: all checks passed (rust: {}, python: {python})",
-        show_counts(rust)
+        "xtask test: all checks passed (rust: {}; the proxy suite on forked workers: {}; \
+         doctests; python: {python}; fuzzing: {} s without a crash)",
+        show_counts(rust),
+        show_counts(forked),
+        fuzz::FUZZ_TIME.as_secs()
     );
     Ok(())
+}
+
+/// One nextest run: everything, or a part of the workspace under a start method.
+#[derive(Default)]
+struct Nextest {
+    /// A filterset (`-E`).
+    filter: Option<&'static str>,
+    /// One package instead of the workspace.
+    package: Option<&'static str>,
+    /// `CJM_TEST_START_METHOD`, which the proxy suite reads to start its workers.
+    start_method: Option<&'static str>,
+}
+
+impl Nextest {
+    /// cjm-proxy's suite again with every worker forked from a forkserver: both start
+    /// methods must behave the same.
+    const FORKED_PROXY: Self = Self {
+        filter: None,
+        package: Some("cjm-proxy"),
+        start_method: Some("forkserver"),
+    };
+}
+
+/// The doctests, which nextest does not run: the examples in the crate docs.
+fn doctests(paths: &Paths, wheel: &Path) -> Result<()> {
+    let cmd = Cmd::cargo(&paths.root).args(["test", "--workspace", "--doc", "--quiet"]);
+    with_worker_env(cmd, paths, wheel).run().map_err(|e| {
+        e.context(Failure::new(
+            "test: a doctest failed",
+            "the failing example is named above (crate, file and line); \
+             rerun them with `cargo test --doc -p CRATE`",
+        ))
+    })
 }
 
 pub(crate) fn e2e(paths: &Paths) -> Result<()> {
     setup::setup(paths)?;
     let wheel = wheel::build_and_install(paths, TEST_WHEEL)?;
-    let rust = nextest(paths, &wheel, Some("kind(test)"))?;
+    let rust = nextest(
+        paths,
+        &wheel,
+        &Nextest {
+            filter: Some("kind(test)"),
+            ..Nextest::default()
+        },
+    )?;
     let python = pytest(paths, &wheel)?;
     eprintln!(
         "xtask e2e: all checks passed (rust integration: {}, python: {python})",
@@ -147,7 +194,7 @@ pub(crate) fn with_worker_env(cmd: Cmd, paths: &Paths, wheel: &Path) -> Cmd {
         .env("CJM_WHEELHOUSE", &paths.wheelhouse)
 }
 
-fn nextest(paths: &Paths, wheel: &Path, filter: Option<&str>) -> Result<Option<Counts>> {
+fn nextest(paths: &Paths, wheel: &Path, run: &Nextest) -> Result<Option<Counts>> {
     Cmd::cargo(&paths.root)
         .args(["nextest", "--version"])
         .read()
@@ -163,11 +210,18 @@ fn nextest(paths: &Paths, wheel: &Path, filter: Option<&str>) -> Result<Option<C
     let report = paths.root.join("target/nextest/ci/junit.xml");
     remove_if_exists(&report)?;
 
-    let mut cmd =
-        Cmd::cargo(&paths.root).args(["nextest", "run", "--workspace", "--profile", "ci"]);
-    if let Some(filter) = filter {
+    let mut cmd = Cmd::cargo(&paths.root).args(["nextest", "run", "--profile", "ci"]);
+    cmd = match run.package {
+        Some(p) => cmd.args(["-p", p]),
+        None => cmd.arg("--workspace"),
+    };
+    if let Some(filter) = run.filter {
         cmd = cmd.args(["-E", filter]);
     }
+    if let Some(method) = run.start_method {
+        cmd = cmd.env("CJM_TEST_START_METHOD", method);
+    }
+    let filter = run.filter;
     let cmd = with_worker_env(cmd, paths, wheel);
     match cmd.status()? {
         Ok(()) => Ok(junit::read_counts(&report, "testsuites")),

@@ -129,7 +129,7 @@ const CANCELLED_MRO: [&str; 6] = [
 /// A cancellation answered without running plugin code, described as
 /// [`raised_exception`] would describe `PluginCancelledError(plugin)`.
 pub(crate) fn cancelled_error(plugin: &str, phase: &str) -> Value {
-    let message = format!("Plugin {plugin:?} cancelled by operator");
+    let message = format!("Plugin {} cancelled by operator", py_repr(plugin));
     Value::map([
         ("type_name", Value::from("PluginCancelledError")),
         (
@@ -139,7 +139,7 @@ pub(crate) fn cancelled_error(plugin: &str, phase: &str) -> Value {
         ("message", Value::Str(message.clone())),
         (
             "repr",
-            Value::Str(format!("PluginCancelledError({message:?})")),
+            Value::Str(format!("PluginCancelledError({})", py_repr(&message))),
         ),
         ("traceback", Value::None),
         ("declared_category", Value::from("transient")),
@@ -149,6 +149,37 @@ pub(crate) fn cancelled_error(plugin: &str, phase: &str) -> Value {
         ("resource_shortfall", Value::None),
         ("cancel_phase", Value::from(phase)),
     ])
+}
+
+/// A string as Python's `repr` writes it: single quotes unless the text holds a
+/// single quote and no double quote, with backslashes, the quote and control
+/// characters escaped.
+fn py_repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
 }
 
 /// [`cancelled_error`] as a Python dict, for `_native._cancelled_error`.

@@ -139,12 +139,18 @@ def test_a_call_cancelled_before_it_ran_reports_the_cancelled_error_class(phase)
     assert reported["resource_shortfall"] is None
     assert reported["traceback"] is None
     assert reported["cancel_phase"] == phase
-    # FIXME: the name is quoted as Rust's `{:?}` quotes it, not as Python's repr
-    # does. The host does not show it: it words a cancellation itself (cjm-core
-    # `PluginError::Cancelled`).
-    assert str(exc) == "Plugin 'whisper' cancelled by operator"
-    assert reported["message"] == 'Plugin "whisper" cancelled by operator'
-    assert reported["repr"] == 'PluginCancelledError("Plugin \\"whisper\\" cancelled by operator")'
+    assert reported["message"] == str(exc) == "Plugin 'whisper' cancelled by operator"
+    assert reported["repr"] == repr(exc)
+
+
+@pytest.mark.parametrize("name", ["it's", 'say "hi"', "both ' and \"", "back\\slash", "tab\tnew\nline\x01"])
+def test_the_native_cancelled_error_quotes_a_name_as_python_does(name):
+    from cjm_worker import _native
+
+    exc = sdk.PluginCancelledError(name)
+    reported = _native._cancelled_error(name, "cooperative")
+    assert reported["message"] == str(exc)
+    assert reported["repr"] == repr(exc)
 
 
 def test_fields_invalid_is_a_copy_of_what_was_passed():
