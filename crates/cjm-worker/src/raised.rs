@@ -11,6 +11,7 @@ use cjm_proto::Value;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
+use std::fmt::Write as _;
 
 /// What the host needs to classify a raised exception (cjm-core's `RaisedException`).
 pub(crate) fn raised_exception(py: Python<'_>, err: &PyErr, cancel_phase: Option<&str>) -> Value {
@@ -173,7 +174,7 @@ fn py_repr(text: &str) -> String {
                 out.push(c);
             }
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
+                _ = write!(out, "\\x{:02x}", c as u32);
             }
             c => out.push(c),
         }
