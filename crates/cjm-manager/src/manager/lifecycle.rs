@@ -10,7 +10,7 @@ use cjm_proto::Value;
 use cjm_proxy::{CallOptions, Worker, WorkerError};
 use serde_json::Map;
 
-use super::supervise::supervise;
+use super::supervise::{reaper, supervise};
 use super::{LoadSpec, Manager};
 use crate::error::ManagerError;
 use crate::instance::{Gate, Hook, Instance, Status, lock};
@@ -26,6 +26,9 @@ impl Manager {
             return Ok(existing.id.clone());
         }
         let (config, enabled) = self.effective_config(spec, &id, &manifest)?;
+        if spec.idle_ttl.is_some() {
+            self.start_reaper(&spec.plugin, &id)?;
+        }
         let mut worker_spec = crate::launch::worker_spec(&manifest, &self.inner.cfg);
         worker_spec.start_method = self.inner.start_method;
         worker_spec.env.extend(spec.env.iter().cloned());
@@ -80,17 +83,28 @@ impl Manager {
         std::thread::scope(|s| {
             let handles: Vec<_> = specs
                 .iter()
-                .map(|spec| s.spawn(|| self.load(spec)))
+                .map(|spec| {
+                    let loader = std::thread::Builder::new()
+                        .name(format!("cjm-load-{}", spec.plugin))
+                        .spawn_scoped(s, || self.load(spec));
+                    (spec, loader)
+                })
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
+                .map(|(spec, loader)| match loader {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
                         Err(ManagerError::Worker(WorkerError::Died {
-                            plugin: String::new(),
+                            plugin: spec.plugin.clone(),
                             death: cjm_proxy::Death::default(),
                         }))
-                    })
+                    }),
+                    Err(source) => Err(ManagerError::Thread {
+                        plugin: spec.plugin.clone(),
+                        instance_id: spec.instance_id.clone().unwrap_or_default(),
+                        role: "loader",
+                        source,
+                    }),
                 })
                 .collect()
         })
@@ -204,12 +218,47 @@ impl Manager {
             },
         );
         let (weak_inner, weak_inst) = (Arc::downgrade(&self.inner), Arc::downgrade(inst));
+        let shutdown = self.inner.threads.shutdown();
         let generation = inst.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        std::thread::Builder::new()
-            .name(format!("cjm-supervise-{}", inst.id))
-            .spawn(move || supervise(&weak_inner, &weak_inst, generation))
-            .ok();
+        let spawned =
+            self.inner
+                .threads
+                .spawn_supervisor(format!("cjm-supervise-{}", inst.id), move || {
+                    supervise(&weak_inner, &shutdown, &weak_inst, generation);
+                });
+        if let Err(source) = spawned {
+            // An unsupervised worker would never be restarted: refuse it.
+            lock(&inst.worker).take();
+            self.set_state(inst, InstanceState::Stopping);
+            worker.stop_blocking();
+            self.set_state(inst, InstanceState::Stopped);
+            return Err(ManagerError::Thread {
+                plugin: inst.plugin.clone(),
+                instance_id: inst.id.clone(),
+                role: "supervisor",
+                source,
+            });
+        }
         Ok(worker)
+    }
+
+    /// Starts the idle reaper, if this manager has one, for instance `id` of
+    /// `plugin`, the first that has an idle timeout.
+    fn start_reaper(&self, plugin: &str, id: &str) -> Result<(), ManagerError> {
+        let Some(every) = self.inner.reap_interval else {
+            return Ok(());
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let shutdown = self.inner.threads.shutdown();
+        self.inner
+            .threads
+            .start_reaper(move || reaper(&weak, &shutdown, every))
+            .map_err(|source| ManagerError::Thread {
+                plugin: plugin.to_owned(),
+                instance_id: id.to_owned(),
+                role: "idle reaper",
+                source,
+            })
     }
 
     pub(super) fn check_drift(&self, inst: &Instance, worker: &Worker) {
@@ -273,10 +322,16 @@ impl Manager {
         let ids = self.instance_ids();
         std::thread::scope(|s| {
             for id in &ids {
-                s.spawn(move || {
-                    // An instance unloaded meanwhile by another caller is gone already.
-                    let _ = self.unload(id);
-                });
+                // An instance unloaded meanwhile by another caller is gone already.
+                let unloader = std::thread::Builder::new()
+                    .name(format!("cjm-unload-{id}"))
+                    .spawn_scoped(s, move || drop(self.unload(id)));
+                if let Err(e) = unloader {
+                    tracing::warn!(
+                        "cannot start a thread to unload instance {id} ({e}); unloading it here"
+                    );
+                    drop(self.unload(id));
+                }
             }
         });
     }

@@ -11,6 +11,7 @@
 //! | `lifecycle.rs` | load, start, stop, unload, reload, reset, enable, disable, hooks |
 //! | `calls.rs` | admission, calls, the in-flight guard |
 //! | `supervise.rs` | crash supervision and the idle reaper |
+//! | `threads.rs` | the supervisor and reaper threads, owned and joined, and their shutdown signal |
 
 mod calls;
 mod config;
@@ -19,12 +20,14 @@ mod hub;
 mod lifecycle;
 mod options;
 mod supervise;
+mod threads;
 mod worker_env;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use cjm_core::{CjmConfig, PluginError, PluginRef, SharedClock};
 use cjm_manifest::Discovery;
@@ -34,6 +37,7 @@ use serde_json::Map;
 
 use self::hub::Hub;
 pub use self::options::{InstanceInfo, LoadSpec, ManagerOptions};
+use self::threads::Threads;
 use crate::error::ManagerError;
 use crate::instance::{Instance, lock};
 use crate::persist::Stores;
@@ -49,7 +53,10 @@ struct Inner {
     clock: SharedClock,
     policy: RestartPolicy,
     start_method: StartMethod,
-    closed: AtomicBool,
+    /// How often the reaper looks for idle instances; `None`: no reaper.
+    reap_interval: Option<Duration>,
+    /// The supervisors and the reaper, joined on drop.
+    threads: Threads,
     stores: Stores,
     schemas: Mutex<BTreeMap<String, Arc<ConfigSchema>>>,
     /// Operator overrides of visible `WORKER_ENV` variables, by plugin.
@@ -57,7 +64,10 @@ struct Inner {
 }
 
 impl Drop for Inner {
+    /// Stops every worker, then joins the manager's threads: told to stop first,
+    /// so none is left waiting out a backoff or a reaper period.
     fn drop(&mut self) {
+        self.threads.close();
         let instances = std::mem::take(
             &mut *self
                 .instances
@@ -66,11 +76,27 @@ impl Drop for Inner {
         );
         std::thread::scope(|s| {
             for inst in instances.values() {
-                if let Some(w) = lock(&inst.worker).take() {
-                    s.spawn(move || w.stop_blocking());
+                let Some(w) = lock(&inst.worker).take() else {
+                    continue;
+                };
+                let stopper = std::thread::Builder::new()
+                    .name(format!("cjm-stop-{}", inst.id))
+                    .spawn_scoped(s, {
+                        let w = w.clone();
+                        move || w.stop_blocking()
+                    });
+                if let Err(e) = stopper {
+                    tracing::warn!(
+                        "cannot start a thread to stop instance {} of plugin {} ({e}); stopping it here",
+                        inst.id,
+                        inst.plugin
+                    );
+                    w.stop_blocking();
                 }
             }
         });
+        // Every worker has been stopped, so each supervisor is returning.
+        self.threads.join();
     }
 }
 
@@ -113,15 +139,12 @@ impl Manager {
             clock: options.clock.clone(),
             policy: options.restart,
             start_method: options.start_method,
-            closed: AtomicBool::new(false),
+            reap_interval: options.reap_interval,
+            threads: Threads::default(),
             stores: Stores::new(&cfg_data_dir, options.persist, &options.clock),
             schemas: Mutex::new(BTreeMap::new()),
             env_overrides: Mutex::new(BTreeMap::new()),
         });
-        if let Some(every) = options.reap_interval {
-            let weak = Arc::downgrade(&inner);
-            std::thread::spawn(move || supervise::reaper(&weak, every));
-        }
         Self { inner }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use cjm_proto::Value;
 use cjm_proxy::{CallOptions, Event, WorkerError};
 
+use super::threads::Shutdown;
 use super::{Inner, Manager};
 use crate::instance::{Instance, lock};
 use crate::state::{CrashRecord, InstanceState, ManagerEvent, Verdict};
@@ -41,8 +42,14 @@ impl Manager {
 }
 
 /// Watches one instance's worker: a death the host did not cause is a crash,
-/// answered with a restart after a backoff, or quarantine.
-pub(super) fn supervise(inner: &Weak<Inner>, inst: &Weak<Instance>, generation: u64) {
+/// answered with a restart after a backoff, or quarantine. It holds the manager
+/// only while it acts on a crash, never while it waits.
+pub(super) fn supervise(
+    inner: &Weak<Inner>,
+    shutdown: &Shutdown,
+    inst: &Weak<Instance>,
+    generation: u64,
+) {
     let current = |i: &Instance| i.generation.load(Ordering::Acquire) == generation;
     loop {
         let Some(worker) = inst
@@ -74,13 +81,11 @@ pub(super) fn supervise(inner: &Weak<Inner>, inst: &Weak<Instance>, generation: 
             }
             continue;
         }
-        let (Some(inner), Some(i)) = (inner.upgrade(), inst.upgrade()) else {
-            return;
-        };
+        let Some(i) = inst.upgrade() else { return };
         if !current(&i) {
             return;
         }
-        if !crashed(&Manager { inner }, &i, pid, &death) {
+        if !crashed(inner, shutdown, &i, pid, &death) {
             return;
         }
     }
@@ -99,61 +104,99 @@ fn wait_for_exit(
 }
 
 /// Records a crash and restarts or quarantines. `true`: a new worker runs.
-fn crashed(manager: &Manager, inst: &Arc<Instance>, pid: u32, death: &cjm_proxy::Death) -> bool {
-    let inner = &manager.inner;
-    let now = inner.clock.now();
-    let record = CrashRecord {
+///
+/// The manager is let go during the backoff: a manager dropped meanwhile is
+/// dropped then (its drop wakes this wait), not when the backoff ends. Letting
+/// go can itself drop the last handle, here, on this thread; the wait then sees
+/// the shutdown at once.
+fn crashed(
+    inner: &Weak<Inner>,
+    shutdown: &Shutdown,
+    inst: &Arc<Instance>,
+    pid: u32,
+    death: &cjm_proxy::Death,
+) -> bool {
+    let Some(clock) = inner.upgrade().map(|i| Arc::clone(&i.clock)) else {
+        return false;
+    };
+    let mut record = CrashRecord {
         plugin: inst.plugin.clone(),
         instance_id: inst.id.clone(),
         pid,
         exit: death.exit,
         cause: cause(death),
         stderr_tail: death.stderr_tail.clone(),
-        at: now,
+        at: clock.now(),
     };
     tracing::warn!("{record}");
-    let mut record = record;
     loop {
+        let Some(delay) = inner
+            .upgrade()
+            .and_then(|inner| Manager { inner }.record_crash(inst, &record))
+        else {
+            return false;
+        };
+        if !shutdown.backoff(&*clock, delay) {
+            return false;
+        }
+        let Some(inner) = inner.upgrade() else {
+            return false;
+        };
+        match (Manager { inner }).restart(inst) {
+            Restart::Running => return true,
+            Restart::Gone => return false,
+            // A restart that fails is one more crash.
+            Restart::Failed(next) => record = next,
+        }
+    }
+}
+
+impl Manager {
+    /// Records `record` against `inst` and reports it; the backoff before a
+    /// restart, or `None` when the instance is quarantined now.
+    fn record_crash(&self, inst: &Instance, record: &CrashRecord) -> Option<Duration> {
+        let policy = &self.inner.policy;
         let (verdict, recent) = {
             let mut status = lock(&inst.status);
             status.last_crash = Some(record.clone());
-            status.crashes.crashed(record.at, &inner.policy)
+            status.crashes.crashed(record.at, policy)
         };
-        manager.emit(&ManagerEvent::Crashed(record.clone()));
-        manager.set_state(inst, InstanceState::Crashed);
+        self.emit(&ManagerEvent::Crashed(record.clone()));
+        self.set_state(inst, InstanceState::Crashed);
         match verdict {
             Verdict::Quarantine => {
                 let reason = format!(
                     "{recent} crashes within {:.0} s, the last: {}",
-                    inner.policy.window.as_secs_f64(),
+                    policy.window.as_secs_f64(),
                     record.cause
                 );
                 lock(&inst.status).quarantine = Some(reason.clone());
                 let _ = lock(&inst.worker).take();
-                manager.set_state(inst, InstanceState::CrashLooping);
-                manager.emit(&ManagerEvent::CrashLooping {
+                self.set_state(inst, InstanceState::CrashLooping);
+                self.emit(&ManagerEvent::CrashLooping {
                     instance_id: inst.id.clone(),
                     reason,
                 });
-                return false;
+                None
             }
             Verdict::Restart(delay) => {
-                manager.emit(&ManagerEvent::RestartScheduled {
+                self.emit(&ManagerEvent::RestartScheduled {
                     instance_id: inst.id.clone(),
                     delay,
                     recent_crashes: recent,
                 });
-                inner.clock.sleep(delay);
+                Some(delay)
             }
         }
-        if inner.closed.load(Ordering::Acquire) || inst.worker().is_none() {
-            return false;
-        }
+    }
+
+    /// Restarts `inst`'s crashed worker in place and initializes it again.
+    fn restart(&self, inst: &Instance) -> Restart {
         let _lifecycle = lock(&inst.lifecycle);
         let Some(worker) = inst.worker() else {
-            return false;
+            return Restart::Gone;
         };
-        manager.set_state(inst, InstanceState::Starting);
+        self.set_state(inst, InstanceState::Starting);
         let config = serde_json::Value::Object(lock(&inst.config).clone());
         let restarted = worker.restart_blocking().and_then(|()| {
             worker
@@ -172,30 +215,40 @@ fn crashed(manager: &Manager, inst: &Arc<Instance>, pid: u32, death: &cjm_proxy:
                 } else {
                     InstanceState::Disabled
                 };
-                manager.set_state(inst, state);
-                return true;
+                self.set_state(inst, state);
+                Restart::Running
             }
             Err(e) => {
-                // A restart that fails is one more crash.
                 let death = match &e {
                     WorkerError::Died { death, .. } => death.clone(),
                     _ => cjm_proxy::Death::default(),
                 };
-                record = CrashRecord {
+                Restart::Failed(CrashRecord {
                     plugin: inst.plugin.clone(),
                     instance_id: inst.id.clone(),
                     pid: worker.pid(),
                     exit: death.exit,
                     cause: format!("failed to restart: {e}"),
                     stderr_tail: death.stderr_tail,
-                    at: inner.clock.now(),
-                };
+                    at: self.inner.clock.now(),
+                })
             }
         }
     }
 }
 
-/// A crash's cause in words: the death's own, without its stderr lines.
+/// How a restart went.
+enum Restart {
+    /// A new worker runs.
+    Running,
+    /// Nothing to restart: the worker was stopped or unloaded during the backoff.
+    Gone,
+    /// It failed, which is one more crash.
+    Failed(CrashRecord),
+}
+
+/// A crash's cause in words: the death's own, without its stderr lines (the
+/// record keeps those apart).
 fn cause(death: &cjm_proxy::Death) -> String {
     cjm_proxy::Death {
         stderr_tail: Vec::new(),
@@ -204,13 +257,12 @@ fn cause(death: &cjm_proxy::Death) -> String {
     .to_string()
 }
 
-pub(super) fn reaper(inner: &Weak<Inner>, every: Duration) {
-    loop {
-        std::thread::sleep(every);
+/// Stops idle workers every `every`, until the manager goes. It holds the manager
+/// only while it reaps; dropping that handle can drop the manager here, and the
+/// next wait then returns at once.
+pub(super) fn reaper(inner: &Weak<Inner>, shutdown: &Shutdown, every: Duration) {
+    while !shutdown.wait(every) {
         let Some(inner) = inner.upgrade() else { return };
-        if inner.closed.load(Ordering::Acquire) {
-            return;
-        }
         Manager { inner }.reap_idle();
     }
 }

@@ -1,19 +1,7 @@
 use std::time::Duration;
 
+use crate::support::{Project, crash, wait_for};
 use cjm_manager::{InstanceState, LoadSpec, ManagerError, ManagerEvent};
-use cjm_proto::Value;
-
-use crate::support::{Project, wait_for};
-
-fn crash(m: &cjm_manager::Manager, id: &str) {
-    let err = m
-        .execute(id, vec![], vec![("action".into(), Value::from("crash"))])
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("exited with status 3"),
-        "the caller learns how: {err}"
-    );
-}
 
 #[test]
 fn a_crashed_worker_is_restarted_after_a_backoff() {

@@ -103,27 +103,26 @@ impl Project {
 
     /// A manager on the manual clock, with a fast restart policy.
     pub(crate) fn manager(&self) -> Manager {
-        self.manager_with(RestartPolicy {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            max_crashes: 3,
-            window: Duration::from_mins(1),
-        })
+        Manager::new(self.config(), self.options())
     }
 
-    pub(crate) fn manager_with(&self, restart: RestartPolicy) -> Manager {
+    /// The options [`manager`](Self::manager) uses: this project's manifests, the
+    /// manual clock, no reaper thread.
+    pub(crate) fn options(&self) -> ManagerOptions {
         let clock: Arc<dyn Clock> = self.clock.clone();
-        Manager::new(
-            self.config(),
-            ManagerOptions {
-                search_paths: Some(vec![self.dir.join("data/manifests")]),
-                restart,
-                clock,
-                reap_interval: None,
-                persist: true,
-                ..ManagerOptions::default()
+        ManagerOptions {
+            search_paths: Some(vec![self.dir.join("data/manifests")]),
+            restart: RestartPolicy {
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                max_crashes: 3,
+                window: Duration::from_mins(1),
             },
-        )
+            clock,
+            reap_interval: None,
+            persist: true,
+            ..ManagerOptions::default()
+        }
     }
 
     /// A marker file in the plugins' data folder.
@@ -187,4 +186,28 @@ pub(crate) fn eventually(what: &str, cond: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Makes instance `id`'s worker exit with status 3 in a call, which fails saying so.
+pub(crate) fn crash(m: &Manager, id: &str) {
+    let err = m
+        .execute(
+            id,
+            vec![],
+            vec![("action".into(), cjm_proto::Value::from("crash"))],
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("exited with status 3"),
+        "the caller learns how: {err}"
+    );
+}
+
+/// Whether process `pid` has exited (gone, or a zombie not reaped yet).
+pub(crate) fn exited(pid: u32) -> bool {
+    fs_err::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
 }
