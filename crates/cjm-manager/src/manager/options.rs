@@ -18,11 +18,16 @@ pub struct ManagerOptions {
     pub search_paths: Option<Vec<PathBuf>>,
     /// How crashed workers are restarted.
     pub restart: RestartPolicy,
-    /// The time source for backoff, crash windows, idle timeouts and the config
-    /// store's `updated_at` stamps.
+    /// Every time the manager reads or waits on: restart backoff, crash windows
+    /// and crash stamps ([`CrashRecord::at`]), idle times, and the config store's
+    /// `updated_at` stamps. A [`ManualClock`](cjm_core::ManualClock) makes
+    /// backoffs instant and idleness a matter of advancing it.
     pub clock: SharedClock,
-    /// How often idle instances are looked for; `None`: only when
-    /// [`Manager::reap_idle`] is called.
+    /// How often a reaper thread looks for idle instances; `None`: only when
+    /// [`Manager::reap_idle`] is called. The thread starts with the first
+    /// instance that has an `idle_ttl`. This period is real time, so a manual
+    /// clock does not make the reaper spin; whether an instance is idle is judged
+    /// on `clock`.
     pub reap_interval: Option<Duration>,
     /// Read and write the config store and read the secret store (the
     /// reference's files in the data dir). Off: nothing is persisted, no secrets.

@@ -194,6 +194,60 @@ fn a_lazy_instance_starts_on_first_use_and_an_idle_one_stops() {
 }
 
 #[test]
+fn the_reaper_thread_judges_idleness_on_the_managers_clock() {
+    let p = Project::new("reaper-clock");
+    // A reaper that looks every millisecond of real time, on a clock that moves
+    // only when the test says: it must not stop the worker until the clock has
+    // passed the idle timeout, however often it looks.
+    let m = cjm_manager::Manager::new(
+        p.config(),
+        cjm_manager::ManagerOptions {
+            reap_interval: Some(Duration::from_millis(1)),
+            ..p.options()
+        },
+    );
+    let id = m
+        .load(&LoadSpec::new("counter").idle_ttl(Duration::from_secs(30)))
+        .unwrap();
+    let mut events = m.subscribe();
+    m.execute(&id, vec![], vec![]).unwrap();
+    let pid = m.info(&id).unwrap().pid.unwrap();
+    p.clock.advance(Duration::from_secs(31));
+    let seen = crate::support::wait_for(&mut events, |e| {
+        matches!(
+            e,
+            ManagerEvent::State {
+                to: InstanceState::Stopped,
+                ..
+            }
+        )
+    });
+    assert_eq!(
+        seen,
+        [
+            ManagerEvent::State {
+                instance_id: id.clone(),
+                plugin: "counter".into(),
+                from: InstanceState::Ready,
+                to: InstanceState::Stopping,
+            },
+            ManagerEvent::State {
+                instance_id: id.clone(),
+                plugin: "counter".into(),
+                from: InstanceState::Stopping,
+                to: InstanceState::Stopped,
+            },
+        ],
+        "stopped once the clock passed the timeout, and not before"
+    );
+    assert_eq!(m.info(&id).unwrap().pid, None);
+    assert!(
+        cjm_testkit::eventually(Duration::from_secs(10), || crate::support::exited(pid)).is_some(),
+        "worker {pid} stopped"
+    );
+}
+
+#[test]
 fn a_disabled_instance_refuses_work_and_its_hooks_wait_for_the_running_call() {
     let p = Project::new("disable");
     let m = p.manager();
