@@ -8,38 +8,25 @@ use crate::instance::{Instance, lock};
 use cjm_stores::SecretValue;
 
 impl Manager {
-    /// The variables plugin `plugin`'s `WORKER_ENV` contract resolves to now:
-    /// secrets from the secret store (one per plugin, shared by its instances),
-    /// visible variables from the manifest's `install.env_vars`, else their
+    /// The variables `inst`'s `WORKER_ENV` contract resolves to now: secrets
+    /// from the secret store (one per plugin, shared by its instances); visible
+    /// variables from the operator's override, else left to the worker spec's own
+    /// (the manifest's `install.env_vars` and the load's `env`), else their
     /// defaults. A required one without a value is an error naming it.
     pub(super) fn worker_env(
         &self,
         inst: &Instance,
     ) -> Result<Vec<(String, String)>, ManagerError> {
         let mut env = Vec::new();
-        for entry in inst.manifest.code.worker_env.iter().flatten() {
-            let Some(name) = entry.get("name").and_then(serde_json::Value::as_str) else {
-                continue;
-            };
-            let flag = |k: &str| {
-                entry
-                    .get(k)
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false)
-            };
-            let description = entry
-                .get("description")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            if flag("secret") {
-                match self.inner.stores.secret(&inst.plugin, name)? {
-                    Some(value) => env.push((name.to_owned(), value.expose().to_owned())),
-                    None if flag("required") => {
+        for var in inst.manifest.code.worker_env_vars() {
+            if var.secret {
+                match self.inner.stores.secret(&inst.plugin, &var.name)? {
+                    Some(value) => env.push((var.name, value.expose().to_owned())),
+                    None if var.required => {
                         return Err(ManagerError::MissingSecret {
                             plugin: inst.plugin.clone(),
-                            key: name.to_owned(),
-                            description,
+                            key: var.name,
+                            description: var.description,
                         });
                     }
                     None => {}
@@ -48,26 +35,25 @@ impl Manager {
             }
             let overridden = lock(&self.inner.env_overrides)
                 .get(&inst.plugin)
-                .and_then(|o| o.get(name))
+                .and_then(|o| o.get(&var.name))
                 .cloned();
             if let Some(value) = overridden {
-                env.push((name.to_owned(), value));
+                env.push((var.name, value));
                 continue;
             }
-            if inst.spec.env.iter().any(|(k, _)| k == name) {
+            if inst.spec.env.iter().any(|(k, _)| *k == var.name) {
                 continue;
             }
-            match entry.get("default") {
-                Some(serde_json::Value::String(v)) => env.push((name.to_owned(), v.clone())),
-                Some(v) if !v.is_null() => env.push((name.to_owned(), v.to_string())),
-                _ if flag("required") => {
+            match var.default {
+                Some(value) => env.push((var.name, value)),
+                None if var.required => {
                     return Err(ManagerError::MissingVariable {
                         plugin: inst.plugin.clone(),
-                        key: name.to_owned(),
-                        description,
+                        key: var.name,
+                        description: var.description,
                     });
                 }
-                _ => {}
+                None => {}
             }
         }
         Ok(env)
@@ -103,13 +89,11 @@ impl Manager {
         value: Option<String>,
     ) -> Result<(), ManagerError> {
         let manifest = self.installed(plugin)?;
-        let declared = manifest.code.worker_env.iter().flatten().any(|e| {
-            e.get("name").and_then(serde_json::Value::as_str) == Some(key)
-                && !e
-                    .get("secret")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false)
-        });
+        let declared = manifest
+            .code
+            .worker_env_vars()
+            .iter()
+            .any(|v| v.name == key && !v.secret);
         if !declared {
             return Err(ManagerError::MissingVariable {
                 plugin: plugin.to_owned(),

@@ -40,7 +40,11 @@ fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
         "CounterPlugin",
         Some(json!([
             {"name": "DEMO_TOKEN", "secret": true, "required": true, "description": "the API key"},
-            {"name": "VISIBLE", "secret": false, "required": false, "default": "on"}
+            {"name": "VISIBLE", "secret": false, "required": false, "default": "on"},
+            // Read as the reference reads them: any true value makes a secret,
+            // and a default that is not a string is passed as its text.
+            {"name": "OTHER_TOKEN", "secret": 1},
+            {"name": "PORT", "default": 8080}
         ])),
     );
     let m = p.manager();
@@ -70,6 +74,12 @@ fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
             "every instance shares the plugin's secret"
         );
         assert_eq!(env["VISIBLE"], "on", "a visible default");
+        assert_eq!(env["PORT"], "8080");
+        assert_eq!(
+            env["OTHER_TOKEN"],
+            serde_json::Value::Null,
+            "an optional secret that is not set"
+        );
     }
     // Another plugin's worker never sees it.
     let other = m.load(&LoadSpec::new("counter")).unwrap();
@@ -85,6 +95,11 @@ fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
         m.set_env_override("gemini", "DEMO_TOKEN", Some("x".into()))
             .is_err(),
         "a secret is not a visible variable"
+    );
+    assert!(
+        m.set_env_override("gemini", "OTHER_TOKEN", Some("x".into()))
+            .is_err(),
+        "neither is a truthy secret flag"
     );
     assert!(
         m.set_env_override("gemini", "UNDECLARED", Some("x".into()))
