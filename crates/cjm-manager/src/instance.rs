@@ -5,9 +5,10 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cjm_manifest::Manifest;
-use cjm_proxy::{Worker, WorkerSpec};
+use cjm_proxy::{CallOptions, Worker, WorkerSpec};
 use serde_json::{Map, Value};
 
+use crate::error::ManagerError;
 use crate::state::{CrashHistory, CrashRecord, InstanceState};
 
 /// Locks, recovering from a poisoned lock (a panic elsewhere must not wedge the
@@ -106,6 +107,47 @@ impl Instance {
             InstanceState::Busy
         } else {
             stored
+        }
+    }
+
+    /// The error a call to this quarantined instance gets.
+    pub(crate) fn crash_looping(&self, reason: String) -> ManagerError {
+        ManagerError::CrashLooping {
+            plugin: self.plugin.clone(),
+            instance_id: self.id.clone(),
+            reason,
+        }
+    }
+
+    /// Queues `hook`; an opposite hook still waiting cancels out with it. It runs
+    /// now if no call is in flight, else after the last one.
+    pub(crate) fn defer_hook(&self, hook: Hook) {
+        {
+            let mut status = lock(&self.status);
+            status.pending_hook = match status.pending_hook {
+                Some(pending) if pending != hook => None,
+                _ => Some(hook),
+            };
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            self.fire_pending_hook();
+        }
+    }
+
+    /// Runs the queued hook, if any, in the worker, if one runs.
+    pub(crate) fn fire_pending_hook(&self) {
+        let Some(hook) = lock(&self.status).pending_hook.take() else {
+            return;
+        };
+        if let Some(w) = self.worker()
+            && let Err(e) = w.call_blocking(hook.method(), vec![], vec![], CallOptions::default())
+        {
+            tracing::warn!(
+                "{}() of instance {} of plugin {} failed: {e}",
+                hook.method(),
+                self.id,
+                self.plugin
+            );
         }
     }
 }

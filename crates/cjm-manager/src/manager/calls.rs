@@ -63,28 +63,14 @@ impl Manager {
         let worker = match inst.worker() {
             Some(w) if inst.enabled.load(Ordering::Acquire) => w,
             _ => {
-                let (me, inst) = (self.clone(), Arc::clone(&inst));
-                tokio::task::spawn_blocking(move || me.admit(&inst))
-                    .await
-                    .map_err(|_| {
-                        ManagerError::Worker(WorkerError::Died {
-                            plugin: id.to_owned(),
-                            death: cjm_proxy::Death::default(),
-                        })
-                    })??
+                let (me, admitted) = (self.clone(), Arc::clone(&inst));
+                off_runtime(&inst.plugin, move || me.admit(&admitted)).await?
             }
         };
         if inst.gate.is_some() {
             // The cap blocks a thread while waiting; keep that off the runtime.
             let (me, id) = (self.clone(), id.to_owned());
-            return tokio::task::spawn_blocking(move || me.execute(&id, args, kwargs))
-                .await
-                .map_err(|_| {
-                    ManagerError::Worker(WorkerError::Died {
-                        plugin: String::new(),
-                        death: cjm_proxy::Death::default(),
-                    })
-                })?;
+            return off_runtime(&inst.plugin, move || me.execute(&id, args, kwargs)).await;
         }
         let _running = Running::enter(self, &inst);
         Ok(worker.execute(args, kwargs).await?)
@@ -96,6 +82,21 @@ impl Manager {
         self.call(id, "prefetch", vec![], vec![], CallOptions::default())
             .map(drop)
     }
+}
+
+/// Runs blocking manager work for plugin `plugin` on the runtime's blocking pool.
+/// A task that panicked, or never ran because the runtime shut down, reads as
+/// the worker gone.
+async fn off_runtime<T: Send + 'static>(
+    plugin: &str,
+    work: impl FnOnce() -> Result<T, ManagerError> + Send + 'static,
+) -> Result<T, ManagerError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| {
+        ManagerError::Worker(WorkerError::Died {
+            plugin: plugin.to_owned(),
+            death: cjm_proxy::Death::default(),
+        })
+    })?
 }
 
 /// A call in flight: the concurrency cap held, counted, the idle clock reset, and
@@ -129,7 +130,7 @@ impl Drop for Running<'_> {
             self.manager.inner.hub.call_transition(inst, false);
         }
         if left == 0 && lock(&inst.status).pending_hook.is_some() {
-            self.manager.fire_pending_hook(inst);
+            inst.fire_pending_hook();
         }
     }
 }

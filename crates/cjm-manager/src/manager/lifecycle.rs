@@ -169,7 +169,7 @@ impl Manager {
             return Ok(w);
         }
         if let Some(reason) = lock(&inst.status).quarantine.clone() {
-            return Err(self.crash_looping(inst, reason));
+            return Err(inst.crash_looping(reason));
         }
         let mut spec = inst.spec.clone();
         let resolved = self.worker_env(inst)?;
@@ -279,15 +279,6 @@ impl Manager {
         }
     }
 
-    pub(super) fn crash_looping(&self, inst: &Instance, reason: String) -> ManagerError {
-        let _ = self;
-        ManagerError::CrashLooping {
-            plugin: inst.plugin.clone(),
-            instance_id: inst.id.clone(),
-            reason,
-        }
-    }
-
     /// Starts instance `id`'s worker now (a lazy instance, or one stopped idle).
     pub fn start(&self, id: &str) -> Result<(), ManagerError> {
         let inst = self.instance(id)?;
@@ -381,7 +372,7 @@ impl Manager {
             return Ok(());
         }
         self.set_state(&inst, InstanceState::Disabled);
-        self.defer_hook(&inst, Hook::OnDisable);
+        inst.defer_hook(Hook::OnDisable);
         self.persist(&inst)
     }
 
@@ -398,34 +389,8 @@ impl Manager {
             InstanceState::Stopped
         };
         self.set_state(&inst, state);
-        self.defer_hook(&inst, Hook::OnEnable);
+        inst.defer_hook(Hook::OnEnable);
         self.persist(&inst)
-    }
-
-    /// Queues `hook`; an opposite hook still waiting cancels out with it.
-    pub(super) fn defer_hook(&self, inst: &Instance, hook: Hook) {
-        {
-            let mut status = lock(&inst.status);
-            status.pending_hook = match status.pending_hook {
-                Some(pending) if pending != hook => None,
-                _ => Some(hook),
-            };
-        }
-        if inst.in_flight.load(Ordering::Acquire) == 0 {
-            self.fire_pending_hook(inst);
-        }
-    }
-
-    pub(super) fn fire_pending_hook(&self, inst: &Instance) {
-        let _ = self;
-        let Some(hook) = lock(&inst.status).pending_hook.take() else {
-            return;
-        };
-        if let Some(w) = inst.worker()
-            && let Err(e) = w.call_blocking(hook.method(), vec![], vec![], CallOptions::default())
-        {
-            tracing::warn!("{}() of {} failed: {e}", hook.method(), inst.id);
-        }
     }
 }
 
