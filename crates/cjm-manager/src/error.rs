@@ -158,8 +158,12 @@ impl ManagerError {
             Self::Thread { .. } => Some(
                 "the process cannot start more threads: check its limits (`ulimit -u`, `/proc/sys/kernel/threads-max`, the cgroup's `pids.max`) and free memory, or unload instances it does not need, then try again".into(),
             ),
-            Self::CrashLooping { instance_id, .. } => Some(format!(
-                "read the plugin's log (`Manager::logs`, or `<data_dir>/logs/PLUGIN.log`), fix the cause, then reset the instance (`Manager::reset(\"{instance_id}\")`)"
+            Self::CrashLooping {
+                plugin,
+                instance_id,
+                ..
+            } => Some(format!(
+                "read the plugin's log (`Manager::logs(\"{plugin}\", 50)`, or `<data_dir>/logs/{plugin}.log`), fix the cause, then reset the instance (`Manager::reset(\"{instance_id}\")`)"
             )),
         }
     }

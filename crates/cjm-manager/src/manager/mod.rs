@@ -258,7 +258,7 @@ impl Manager {
 
     /// The last `lines` lines of plugin `plugin`'s log file.
     pub fn logs(&self, plugin: &str, lines: usize) -> String {
-        let path = self.inner.cfg.logs_dir().join(format!("{plugin}.log"));
+        let path = crate::launch::log_file(&self.inner.cfg, plugin);
         let text = fs_err::read_to_string(&path).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")

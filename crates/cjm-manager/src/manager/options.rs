@@ -33,9 +33,9 @@ pub struct ManagerOptions {
     /// reference's files in the data dir). Off: nothing is persisted, no secrets.
     pub persist: bool,
     /// How worker processes are started. The default forks them from a warm
-    /// interpreter per environment (a forkserver), which makes a start about a
-    /// millisecond of CPU instead of 15–20; `StartMethod::Spawn` executes a fresh
-    /// interpreter for each.
+    /// interpreter per environment (a forkserver): a start then costs about 4 ms
+    /// of CPU, against 15–20 ms for an executed one (`bench/RESULTS.md`);
+    /// `StartMethod::Spawn` executes a fresh interpreter for each.
     pub start_method: StartMethod,
 }
 
