@@ -36,32 +36,51 @@ impl Hook {
 /// A counting gate for the per-instance concurrency cap.
 #[derive(Debug)]
 pub(crate) struct Gate {
-    free: Mutex<usize>,
+    permits: Mutex<Permits>,
     freed: Condvar,
+}
+
+#[derive(Debug)]
+struct Permits {
+    free: usize,
+    /// Callers blocked in `acquire` now.
+    waiting: usize,
 }
 
 impl Gate {
     pub(crate) fn new(permits: usize) -> Self {
         Self {
-            free: Mutex::new(permits.max(1)),
+            permits: Mutex::new(Permits {
+                free: permits.max(1),
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
 
     pub(crate) fn acquire(&self) {
-        let mut free = lock(&self.free);
-        while *free == 0 {
-            free = self
-                .freed
-                .wait(free)
-                .unwrap_or_else(PoisonError::into_inner);
+        let mut permits = lock(&self.permits);
+        if permits.free == 0 {
+            permits.waiting += 1;
+            while permits.free == 0 {
+                permits = self
+                    .freed
+                    .wait(permits)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            permits.waiting -= 1;
         }
-        *free -= 1;
+        permits.free -= 1;
     }
 
     pub(crate) fn release(&self) {
-        *lock(&self.free) += 1;
+        lock(&self.permits).free += 1;
         self.freed.notify_one();
+    }
+
+    /// How many calls wait for a permit now.
+    pub(crate) fn waiting(&self) -> usize {
+        lock(&self.permits).waiting
     }
 }
 

@@ -39,7 +39,7 @@ use self::hub::Hub;
 pub use self::options::{InstanceInfo, LoadSpec, ManagerOptions};
 use self::threads::Threads;
 use crate::error::ManagerError;
-use crate::instance::{Instance, lock};
+use crate::instance::{Gate, Hook, Instance, lock};
 use crate::persist::Stores;
 use crate::state::{InstanceState, ManagerEvent, RestartPolicy};
 
@@ -214,6 +214,8 @@ impl Manager {
             enabled: inst.enabled.load(Ordering::Acquire),
             pid: inst.worker().map(|w| w.pid()),
             in_flight: inst.in_flight.load(Ordering::Acquire),
+            waiting: inst.gate.as_ref().map_or(0, Gate::waiting),
+            pending_hook: status.pending_hook.map(Hook::method),
             config: lock(&inst.config).clone(),
             last_crash: status.last_crash.clone(),
             quarantine: status.quarantine.clone(),

@@ -166,6 +166,11 @@ pub struct InstanceInfo {
     pub pid: Option<u32>,
     /// Calls running now.
     pub in_flight: usize,
+    /// Calls waiting for a turn under its concurrency cap (`max_concurrent`).
+    pub waiting: usize,
+    /// The `on_disable` or `on_enable` hook that runs once the calls in flight
+    /// are done, if one is pending.
+    pub pending_hook: Option<&'static str>,
     /// Its configuration.
     pub config: Map<String, serde_json::Value>,
     /// The last crash, if any.

@@ -258,9 +258,11 @@ fn a_disabled_instance_refuses_work_and_its_hooks_wait_for_the_running_call() {
             m.execute(&id, vec![], vec![("action".into(), Value::from("block"))])
         })
     };
-    eventually("the call to be in flight", || {
-        m.info(&id).is_some_and(|i| i.in_flight == 1)
+    // The call is in the plugin, and stays there until `release` exists.
+    eventually("the call to be in the plugin", || {
+        p.hooks() == ["call-start"]
     });
+    assert_eq!(m.info(&id).unwrap().in_flight, 1);
     assert_eq!(m.state(&id), Some(InstanceState::Busy));
     m.disable(&id).unwrap();
     assert_eq!(m.state(&id), Some(InstanceState::Disabled));
@@ -269,16 +271,23 @@ fn a_disabled_instance_refuses_work_and_its_hooks_wait_for_the_running_call() {
         matches!(err, ManagerError::Plugin(PluginError::Disabled { .. })),
         "{err}"
     );
-    assert!(
-        p.hooks().is_empty(),
-        "on_disable waits for the running call"
-    );
+    // The manager holds the hook back while the call runs: it is pending, not
+    // sent, and the plugin has not run it.
+    let info = m.info(&id).unwrap();
+    assert_eq!((info.in_flight, info.pending_hook), (1, Some("on_disable")));
+    assert_eq!(p.hooks(), ["call-start"]);
     fs_err::write(p.marker("release"), "").unwrap();
     blocked.join().unwrap().unwrap();
-    assert_eq!(p.hooks(), ["on_disable"]);
+    // The last call out fires it, in the caller's thread, before `execute` returns.
+    assert_eq!(p.hooks(), ["call-start", "call-end", "on_disable"]);
+    assert_eq!(m.info(&id).unwrap().pending_hook, None);
 
     m.enable(&id).unwrap();
-    assert_eq!(p.hooks(), ["on_disable", "on_enable"]);
+    assert_eq!(
+        p.hooks(),
+        ["call-start", "call-end", "on_disable", "on_enable"],
+        "with nothing in flight, a hook runs at once"
+    );
     assert_eq!(m.state(&id), Some(InstanceState::Ready));
     m.execute(&id, vec![], vec![]).unwrap();
 }
@@ -288,24 +297,35 @@ fn a_concurrency_cap_holds_calls_back() {
     let p = Project::new("cap");
     let m = p.manager();
     let id = m.load(&LoadSpec::new("counter").max_concurrent(1)).unwrap();
-    let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let (m, id) = (m.clone(), id.clone());
-            std::thread::spawn(move || {
-                m.execute(&id, vec![], vec![("action".into(), Value::from("block"))])
-            })
+    let call = |action: &'static str| {
+        let (m, id) = (m.clone(), id.clone());
+        std::thread::spawn(move || {
+            m.execute(&id, vec![], vec![("action".into(), Value::from(action))])
         })
-        .collect();
-    eventually("one call in flight", || {
-        m.info(&id).is_some_and(|i| i.in_flight == 1)
+    };
+    let first = call("block");
+    eventually("the first call to be in the plugin", || {
+        p.hooks() == ["call-start"]
     });
-    // The second waits at the cap, not in the worker.
-    assert_eq!(m.info(&id).unwrap().in_flight, 1);
+    let second = call("block");
+    // The second is provably held at the cap: counted as waiting, not in flight,
+    // and not in the plugin (the first cannot end until `release` exists).
+    eventually("the second call to wait at the cap", || {
+        m.info(&id).unwrap().waiting == 1
+    });
+    let info = m.info(&id).unwrap();
+    assert_eq!((info.in_flight, info.waiting), (1, 1));
+    assert_eq!(p.hooks(), ["call-start"]);
     fs_err::write(p.marker("release"), "").unwrap();
-    for c in calls {
-        c.join().unwrap().unwrap();
-    }
-    assert_eq!(m.info(&id).unwrap().in_flight, 0);
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    assert_eq!(
+        p.hooks(),
+        ["call-start", "call-end", "call-start", "call-end"],
+        "one after the other"
+    );
+    let info = m.info(&id).unwrap();
+    assert_eq!((info.in_flight, info.waiting), (0, 0));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cjm_core::{CjmConfig, PluginTaxonomy};
 use cjm_manager::{Clock, Manager, ManagerEvent, ManagerOptions, ManualClock, RestartPolicy};
@@ -179,13 +179,13 @@ pub(crate) fn wait_for(
     seen
 }
 
-/// Polls `cond` until it holds (at most 20 s): for counters that have no event.
+/// Waits (at most 20 s) until `cond` holds: for counters and files that have no
+/// event to wait on.
 pub(crate) fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        cjm_testkit::eventually(Duration::from_secs(20), cond).is_some(),
+        "timed out waiting for {what}"
+    );
 }
 
 /// Makes instance `id`'s worker exit with status 3 in a call, which fails saying so.
