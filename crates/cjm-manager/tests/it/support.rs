@@ -156,7 +156,7 @@ pub(crate) fn map(v: Value) -> Map<String, Value> {
 /// returned too, in order.
 pub(crate) fn wait_for(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<ManagerEvent>,
-    pick: impl Fn(&ManagerEvent) -> bool,
+    mut pick: impl FnMut(&ManagerEvent) -> bool,
 ) -> Vec<ManagerEvent> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -210,4 +210,15 @@ pub(crate) fn exited(pid: u32) -> bool {
             .next()
             .is_some_and(|r| r.trim_start().starts_with('Z'))
     })
+}
+
+/// The instance an event is about.
+pub(crate) fn instance_of(e: &ManagerEvent) -> &str {
+    match e {
+        ManagerEvent::State { instance_id, .. }
+        | ManagerEvent::RestartScheduled { instance_id, .. }
+        | ManagerEvent::CrashLooping { instance_id, .. }
+        | ManagerEvent::Drift { instance_id, .. } => instance_id,
+        ManagerEvent::Crashed(record) => &record.instance_id,
+    }
 }
