@@ -21,6 +21,19 @@ pub(crate) struct Stores {
     secrets: Option<SecretStore>,
 }
 
+impl Drop for Stores {
+    /// A runtime cannot be dropped, which waits for its threads, from async code;
+    /// a manager dropped there lets its stores' runtime shut down in the
+    /// background (every store call has returned by then).
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok()
+            && let Some(Ok(rt)) = self.runtime.take()
+        {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl Stores {
     /// The stores in `data_dir` (the reference's files), stamping with `clock`; with
     /// `persist` off, none: nothing is read or written and there are no secrets.

@@ -429,3 +429,87 @@ fn load_all_loads_every_installed_plugin_at_once_and_unload_all_stops_them() {
         );
     }
 }
+
+#[test]
+fn call_subscribers_see_one_busy_pair_per_call_that_finds_the_instance_idle() {
+    let p = Project::new("call-events");
+    let m = p.manager();
+    let id = m.load(&LoadSpec::new("counter")).unwrap();
+    let mut plain = m.subscribe();
+    let mut calls = m.subscribe_with_calls();
+    let busy = |from, to| ManagerEvent::State {
+        instance_id: id.clone(),
+        plugin: "counter".into(),
+        from,
+        to,
+    };
+    let drain = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<ManagerEvent>| {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
+    };
+    // The transitions are sent on the caller's thread, before `execute` returns.
+    m.execute(&id, vec![], vec![]).unwrap();
+    let pair = [
+        busy(InstanceState::Ready, InstanceState::Busy),
+        busy(InstanceState::Busy, InstanceState::Ready),
+    ];
+    assert_eq!(drain(&mut calls), pair);
+    assert_eq!(
+        drain(&mut plain),
+        [],
+        "plain subscribers get no call events"
+    );
+
+    // Two overlapping calls: the second finds the instance busy already.
+    let call = |action: &'static str| {
+        let (m, id) = (m.clone(), id.clone());
+        std::thread::spawn(move || {
+            m.execute(&id, vec![], vec![("action".into(), Value::from(action))])
+        })
+    };
+    let first = call("block");
+    eventually("the first call to be in the plugin", || {
+        p.hooks() == ["call-start"]
+    });
+    let second = call("echo");
+    eventually("both calls in flight", || {
+        m.info(&id).unwrap().in_flight == 2
+    });
+    fs_err::write(p.marker("release"), "").unwrap();
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    assert_eq!(drain(&mut calls), pair);
+    assert_eq!(drain(&mut plain), []);
+}
+
+#[tokio::test]
+async fn the_blocking_api_works_from_inside_a_tokio_runtime() {
+    let p = Project::new("in-runtime");
+    let m = p.manager();
+    // Each of these reads or writes the config store, whose own runtime cannot be
+    // blocked on from this one: the manager moves that onto a thread of its own.
+    let id = m
+        .load(
+            &LoadSpec::new("counter")
+                .config(map(json!({"step": 4})))
+                .max_concurrent(1),
+        )
+        .unwrap();
+    m.update_config(&id, &map(json!({"step": 5})), false)
+        .unwrap();
+    m.disable(&id).unwrap();
+    m.enable(&id).unwrap();
+    // With a cap, the awaited call waits for its turn on the blocking pool.
+    let out = m.execute_async(&id, vec![], vec![]).await.unwrap();
+    assert_eq!(out.get("config").unwrap().to_json()["step"], json!(5));
+    drop(m);
+
+    let again = p.manager();
+    let id = again.load(&LoadSpec::new("counter")).unwrap();
+    assert_eq!(
+        again.config(&id).unwrap()["step"],
+        json!(5),
+        "persisted from inside the runtime"
+    );
+    let out = again.execute_async(&id, vec![], vec![]).await.unwrap();
+    assert_eq!(out.get("config").unwrap().to_json()["step"], json!(5));
+}
