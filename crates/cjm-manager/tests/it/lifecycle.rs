@@ -1,3 +1,7 @@
+//! Discovery and an instance's life: states, ids, lazy starts and idle stops,
+//! enable/disable hooks, the concurrency cap, parallel loads, start methods, call
+//! events, and the API inside a tokio runtime.
+
 use std::time::Duration;
 
 use cjm_core::PluginError;

@@ -1,3 +1,6 @@
+//! Secrets and `WORKER_ENV`: a secret reaches only its plugin's workers, and never
+//! a file, an event, a `Debug` output or a log record.
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

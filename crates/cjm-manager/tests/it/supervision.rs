@@ -1,3 +1,6 @@
+//! Supervision: crashes restarted after a backoff (on the manual and the real
+//! clock), quarantine after too many, the reaper thread.
+
 use std::time::Duration;
 
 use cjm_manager::{

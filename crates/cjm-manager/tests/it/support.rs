@@ -1,3 +1,6 @@
+//! The suite's own helpers: a scratch project with manifests for the fixture
+//! plugins, managers on it, and bounded waits on events and files.
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
