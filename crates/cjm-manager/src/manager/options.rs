@@ -24,10 +24,10 @@ pub struct ManagerOptions {
     /// backoffs instant and idleness a matter of advancing it.
     pub clock: SharedClock,
     /// How often a reaper thread looks for idle instances; `None`: only when
-    /// [`Manager::reap_idle`] is called. The thread starts with the first
-    /// instance that has an `idle_ttl`. This period is real time, so a manual
-    /// clock does not make the reaper spin; whether an instance is idle is judged
-    /// on `clock`.
+    /// [`Manager::reap_idle`](super::Manager::reap_idle) is called. The thread
+    /// starts with the first instance that has an `idle_ttl`. This period is real
+    /// time, so a manual clock does not make the reaper spin; whether an instance
+    /// is idle is judged on `clock`.
     pub reap_interval: Option<Duration>,
     /// Read and write the config store and read the secret store (the
     /// reference's files in the data dir). Off: nothing is persisted, no secrets.
@@ -75,7 +75,8 @@ pub struct LoadSpec {
     /// More variables for this instance's worker, on top of the manifest's
     /// `install.env_vars` (never secrets: those come from the secret store). A
     /// variable the plugin declares in `WORKER_ENV` is resolved as declared and
-    /// wins; override one with [`Manager::set_env_override`].
+    /// wins; override one with
+    /// [`Manager::set_env_override`](super::Manager::set_env_override).
     pub env: Vec<(String, String)>,
 }
 
