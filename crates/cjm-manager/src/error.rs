@@ -82,6 +82,20 @@ pub enum ManagerError {
     /// A store (configuration, secrets) could not be read or written.
     #[error(transparent)]
     Store(#[from] cjm_stores::StoreError),
+    /// A thread the manager needs for an instance could not be started: the
+    /// process is out of threads or memory.
+    #[error("cannot start the {role} thread for instance {instance_id} of plugin {plugin}")]
+    Thread {
+        /// The plugin.
+        plugin: String,
+        /// The instance (empty for a generated id not chosen yet).
+        instance_id: String,
+        /// What the thread is for: `supervisor`, `idle reaper`, `loader`.
+        role: &'static str,
+        /// Why the OS refused it.
+        #[source]
+        source: std::io::Error,
+    },
     /// The instance crashed too often and is quarantined.
     #[error(
         "instance {instance_id} of plugin {plugin} is crash-looping and will not be restarted: {reason}"
@@ -141,8 +155,15 @@ impl ManagerError {
                 "give {key} a value in the `env_vars` of {plugin}'s plugins.yaml entry and run `cjm-ctl install-all --force -p {plugin}`"
             )),
             Self::Store(_) => Some("check that the data directory is readable and writable".into()),
-            Self::CrashLooping { instance_id, .. } => Some(format!(
-                "read the plugin's log (`Manager::logs`, or `<data_dir>/logs/PLUGIN.log`), fix the cause, then reset the instance (`Manager::reset(\"{instance_id}\")`)"
+            Self::Thread { .. } => Some(
+                "the process cannot start more threads: check its limits (`ulimit -u`, `/proc/sys/kernel/threads-max`, the cgroup's `pids.max`) and free memory, or unload instances it does not need, then try again".into(),
+            ),
+            Self::CrashLooping {
+                plugin,
+                instance_id,
+                ..
+            } => Some(format!(
+                "read the plugin's log (`Manager::logs(\"{plugin}\", 50)`, or `<data_dir>/logs/{plugin}.log`), fix the cause, then reset the instance (`Manager::reset(\"{instance_id}\")`)"
             )),
         }
     }

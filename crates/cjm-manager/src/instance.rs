@@ -5,9 +5,10 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cjm_manifest::Manifest;
-use cjm_proxy::{Worker, WorkerSpec};
+use cjm_proxy::{CallOptions, Worker, WorkerSpec};
 use serde_json::{Map, Value};
 
+use crate::error::ManagerError;
 use crate::state::{CrashHistory, CrashRecord, InstanceState};
 
 /// Locks, recovering from a poisoned lock (a panic elsewhere must not wedge the
@@ -35,32 +36,51 @@ impl Hook {
 /// A counting gate for the per-instance concurrency cap.
 #[derive(Debug)]
 pub(crate) struct Gate {
-    free: Mutex<usize>,
+    permits: Mutex<Permits>,
     freed: Condvar,
+}
+
+#[derive(Debug)]
+struct Permits {
+    free: usize,
+    /// Callers blocked in `acquire` now.
+    waiting: usize,
 }
 
 impl Gate {
     pub(crate) fn new(permits: usize) -> Self {
         Self {
-            free: Mutex::new(permits.max(1)),
+            permits: Mutex::new(Permits {
+                free: permits.max(1),
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
 
     pub(crate) fn acquire(&self) {
-        let mut free = lock(&self.free);
-        while *free == 0 {
-            free = self
-                .freed
-                .wait(free)
-                .unwrap_or_else(PoisonError::into_inner);
+        let mut permits = lock(&self.permits);
+        if permits.free == 0 {
+            permits.waiting += 1;
+            while permits.free == 0 {
+                permits = self
+                    .freed
+                    .wait(permits)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            permits.waiting -= 1;
         }
-        *free -= 1;
+        permits.free -= 1;
     }
 
     pub(crate) fn release(&self) {
-        *lock(&self.free) += 1;
+        lock(&self.permits).free += 1;
         self.freed.notify_one();
+    }
+
+    /// How many calls wait for a permit now.
+    pub(crate) fn waiting(&self) -> usize {
+        lock(&self.permits).waiting
     }
 }
 
@@ -106,6 +126,47 @@ impl Instance {
             InstanceState::Busy
         } else {
             stored
+        }
+    }
+
+    /// The error a call to this quarantined instance gets.
+    pub(crate) fn crash_looping(&self, reason: String) -> ManagerError {
+        ManagerError::CrashLooping {
+            plugin: self.plugin.clone(),
+            instance_id: self.id.clone(),
+            reason,
+        }
+    }
+
+    /// Queues `hook`; an opposite hook still waiting cancels out with it. It runs
+    /// now if no call is in flight, else after the last one.
+    pub(crate) fn defer_hook(&self, hook: Hook) {
+        {
+            let mut status = lock(&self.status);
+            status.pending_hook = match status.pending_hook {
+                Some(pending) if pending != hook => None,
+                _ => Some(hook),
+            };
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            self.fire_pending_hook();
+        }
+    }
+
+    /// Runs the queued hook, if any, in the worker, if one runs.
+    pub(crate) fn fire_pending_hook(&self) {
+        let Some(hook) = lock(&self.status).pending_hook.take() else {
+            return;
+        };
+        if let Some(w) = self.worker()
+            && let Err(e) = w.call_blocking(hook.method(), vec![], vec![], CallOptions::default())
+        {
+            tracing::warn!(
+                "{}() of instance {} of plugin {} failed: {e}",
+                hook.method(),
+                self.id,
+                self.plugin
+            );
         }
     }
 }

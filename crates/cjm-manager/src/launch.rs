@@ -31,8 +31,13 @@ pub fn worker_spec(manifest: &Manifest, cfg: &CjmConfig) -> WorkerSpec {
         .collect();
     spec.data_dir = Some(cfg.plugin_data_dir());
     spec.models_dir.clone_from(&cfg.models_dir);
-    spec.log_file = Some(cfg.logs_dir().join(format!("{}.log", code.name)));
+    spec.log_file = Some(log_file(cfg, &code.name));
     spec
+}
+
+/// Plugin `plugin`'s log file, which its workers write: `<logs_dir>/<plugin>.log`.
+pub fn log_file(cfg: &CjmConfig, plugin: &str) -> PathBuf {
+    cfg.logs_dir().join(format!("{plugin}.log"))
 }
 
 /// A plugin whose code no longer matches its manifest: the config schema it

@@ -7,16 +7,31 @@
 //! configuration changes, never on the call path.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cjm_core::SharedClock;
 use cjm_stores::{ConfigRecord, ConfigStore, SecretStore, SecretValue, StoreError};
 
 pub(crate) struct Stores {
+    /// The data dir they live in, named by the errors that are not a store's own.
+    dir: PathBuf,
     runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
     config: Option<ConfigStore>,
     secrets: Option<SecretStore>,
+}
+
+impl Drop for Stores {
+    /// A runtime cannot be dropped, which waits for its threads, from async code;
+    /// a manager dropped there lets its stores' runtime shut down in the
+    /// background (every store call has returned by then).
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok()
+            && let Some(Ok(rt)) = self.runtime.take()
+        {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Stores {
@@ -24,6 +39,7 @@ impl Stores {
     /// `persist` off, none: nothing is read or written and there are no secrets.
     pub(crate) fn new(data_dir: &Path, persist: bool, clock: &SharedClock) -> Self {
         Self {
+            dir: data_dir.to_owned(),
             runtime: OnceLock::new(),
             config: persist.then(|| {
                 ConfigStore::new(data_dir.join(cjm_stores::CONFIG_DB_FILE_NAME))
@@ -50,16 +66,24 @@ impl Stores {
             })
             .as_ref()
             .map_err(|e| StoreError::Io {
-                path: std::path::PathBuf::new(),
-                action: "starting the stores' runtime",
+                path: self.dir.clone(),
+                action: "start the stores' runtime for",
                 source: std::io::Error::other(e.clone()),
             })?;
         if tokio::runtime::Handle::try_current().is_ok() {
-            Ok(std::thread::scope(|s| {
-                s.spawn(|| rt.block_on(fut))
+            std::thread::scope(|s| {
+                let thread = std::thread::Builder::new()
+                    .name("cjm-stores-call".into())
+                    .spawn_scoped(s, || rt.block_on(fut))
+                    .map_err(|source| StoreError::Io {
+                        path: self.dir.clone(),
+                        action: "start a thread for the stores in",
+                        source,
+                    })?;
+                Ok(thread
                     .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-            }))
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            })
         } else {
             Ok(rt.block_on(fut))
         }

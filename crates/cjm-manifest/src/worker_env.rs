@@ -20,7 +20,8 @@ pub struct WorkerEnvVar {
     pub label: String,
     /// Help text.
     pub description: String,
-    /// The default of a visible variable (secrets have none).
+    /// The default of a visible variable (secrets have none), as the worker
+    /// gets it: a default that is not a string (`8080`, `true`) as its JSON text.
     pub default: Option<String>,
 }
 
@@ -56,8 +57,8 @@ impl CodeSection {
                     description: text("description"),
                     default: entry
                         .get("default")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                        .filter(|v| !v.is_null())
+                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
                     name,
                 })
             })
@@ -86,17 +87,21 @@ mod tests {
             worker_env: Some(vec![
                 json!({"name": "GEMINI_API_KEY", "secret": true, "required": true, "label": "Gemini key"}),
                 json!({"name": "GEMINI_MODEL", "default": "flash", "description": "model"}),
+                json!({"name": "PORT", "default": 8080}),
+                json!({"name": "UNSET", "default": null}),
                 json!({"secret": true}),
                 json!("not an object"),
             ]),
             ..CodeSection::default()
         };
         let vars = code.worker_env_vars();
-        assert_eq!(vars.len(), 2);
+        assert_eq!(vars.len(), 4);
         assert!(vars[0].secret && vars[0].required);
         assert_eq!(vars[0].label, "Gemini key");
         assert_eq!(vars[1].default.as_deref(), Some("flash"));
         assert!(!vars[1].secret);
+        assert_eq!(vars[2].default.as_deref(), Some("8080"), "a number as text");
+        assert_eq!(vars[3].default, None, "null is no default");
         assert_eq!(code.secret_names(), ["GEMINI_API_KEY"]);
     }
 }

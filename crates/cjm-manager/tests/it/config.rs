@@ -1,3 +1,6 @@
+//! Configuration: validation before any worker starts, defaults, persistence,
+//! `reconfigure` and its release hooks.
+
 use cjm_manager::{LoadSpec, ManagerError};
 use serde_json::json;
 

@@ -1,3 +1,7 @@
+//! Discovery and an instance's life: states, ids, lazy starts and idle stops,
+//! enable/disable hooks, the concurrency cap, parallel loads, start methods, call
+//! events, and the API inside a tokio runtime.
+
 use std::time::Duration;
 
 use cjm_core::PluginError;
@@ -194,6 +198,60 @@ fn a_lazy_instance_starts_on_first_use_and_an_idle_one_stops() {
 }
 
 #[test]
+fn the_reaper_thread_judges_idleness_on_the_managers_clock() {
+    let p = Project::new("reaper-clock");
+    // A reaper that looks every millisecond of real time, on a clock that moves
+    // only when the test says: it must not stop the worker until the clock has
+    // passed the idle timeout, however often it looks.
+    let m = cjm_manager::Manager::new(
+        p.config(),
+        cjm_manager::ManagerOptions {
+            reap_interval: Some(Duration::from_millis(1)),
+            ..p.options()
+        },
+    );
+    let id = m
+        .load(&LoadSpec::new("counter").idle_ttl(Duration::from_secs(30)))
+        .unwrap();
+    let mut events = m.subscribe();
+    m.execute(&id, vec![], vec![]).unwrap();
+    let pid = m.info(&id).unwrap().pid.unwrap();
+    p.clock.advance(Duration::from_secs(31));
+    let seen = crate::support::wait_for(&mut events, |e| {
+        matches!(
+            e,
+            ManagerEvent::State {
+                to: InstanceState::Stopped,
+                ..
+            }
+        )
+    });
+    assert_eq!(
+        seen,
+        [
+            ManagerEvent::State {
+                instance_id: id.clone(),
+                plugin: "counter".into(),
+                from: InstanceState::Ready,
+                to: InstanceState::Stopping,
+            },
+            ManagerEvent::State {
+                instance_id: id.clone(),
+                plugin: "counter".into(),
+                from: InstanceState::Stopping,
+                to: InstanceState::Stopped,
+            },
+        ],
+        "stopped once the clock passed the timeout, and not before"
+    );
+    assert_eq!(m.info(&id).unwrap().pid, None);
+    assert!(
+        cjm_testkit::eventually(Duration::from_secs(10), || crate::support::exited(pid)).is_some(),
+        "worker {pid} stopped"
+    );
+}
+
+#[test]
 fn a_disabled_instance_refuses_work_and_its_hooks_wait_for_the_running_call() {
     let p = Project::new("disable");
     let m = p.manager();
@@ -204,9 +262,11 @@ fn a_disabled_instance_refuses_work_and_its_hooks_wait_for_the_running_call() {
             m.execute(&id, vec![], vec![("action".into(), Value::from("block"))])
         })
     };
-    eventually("the call to be in flight", || {
-        m.info(&id).is_some_and(|i| i.in_flight == 1)
+    // The call is in the plugin, and stays there until `release` exists.
+    eventually("the call to be in the plugin", || {
+        p.hooks() == ["call-start"]
     });
+    assert_eq!(m.info(&id).unwrap().in_flight, 1);
     assert_eq!(m.state(&id), Some(InstanceState::Busy));
     m.disable(&id).unwrap();
     assert_eq!(m.state(&id), Some(InstanceState::Disabled));
@@ -215,16 +275,23 @@ fn a_disabled_instance_refuses_work_and_its_hooks_wait_for_the_running_call() {
         matches!(err, ManagerError::Plugin(PluginError::Disabled { .. })),
         "{err}"
     );
-    assert!(
-        p.hooks().is_empty(),
-        "on_disable waits for the running call"
-    );
+    // The manager holds the hook back while the call runs: it is pending, not
+    // sent, and the plugin has not run it.
+    let info = m.info(&id).unwrap();
+    assert_eq!((info.in_flight, info.pending_hook), (1, Some("on_disable")));
+    assert_eq!(p.hooks(), ["call-start"]);
     fs_err::write(p.marker("release"), "").unwrap();
     blocked.join().unwrap().unwrap();
-    assert_eq!(p.hooks(), ["on_disable"]);
+    // The last call out fires it, in the caller's thread, before `execute` returns.
+    assert_eq!(p.hooks(), ["call-start", "call-end", "on_disable"]);
+    assert_eq!(m.info(&id).unwrap().pending_hook, None);
 
     m.enable(&id).unwrap();
-    assert_eq!(p.hooks(), ["on_disable", "on_enable"]);
+    assert_eq!(
+        p.hooks(),
+        ["call-start", "call-end", "on_disable", "on_enable"],
+        "with nothing in flight, a hook runs at once"
+    );
     assert_eq!(m.state(&id), Some(InstanceState::Ready));
     m.execute(&id, vec![], vec![]).unwrap();
 }
@@ -234,24 +301,35 @@ fn a_concurrency_cap_holds_calls_back() {
     let p = Project::new("cap");
     let m = p.manager();
     let id = m.load(&LoadSpec::new("counter").max_concurrent(1)).unwrap();
-    let calls: Vec<_> = (0..2)
-        .map(|_| {
-            let (m, id) = (m.clone(), id.clone());
-            std::thread::spawn(move || {
-                m.execute(&id, vec![], vec![("action".into(), Value::from("block"))])
-            })
+    let call = |action: &'static str| {
+        let (m, id) = (m.clone(), id.clone());
+        std::thread::spawn(move || {
+            m.execute(&id, vec![], vec![("action".into(), Value::from(action))])
         })
-        .collect();
-    eventually("one call in flight", || {
-        m.info(&id).is_some_and(|i| i.in_flight == 1)
+    };
+    let first = call("block");
+    eventually("the first call to be in the plugin", || {
+        p.hooks() == ["call-start"]
     });
-    // The second waits at the cap, not in the worker.
-    assert_eq!(m.info(&id).unwrap().in_flight, 1);
+    let second = call("block");
+    // The second is provably held at the cap: counted as waiting, not in flight,
+    // and not in the plugin (the first cannot end until `release` exists).
+    eventually("the second call to wait at the cap", || {
+        m.info(&id).unwrap().waiting == 1
+    });
+    let info = m.info(&id).unwrap();
+    assert_eq!((info.in_flight, info.waiting), (1, 1));
+    assert_eq!(p.hooks(), ["call-start"]);
     fs_err::write(p.marker("release"), "").unwrap();
-    for c in calls {
-        c.join().unwrap().unwrap();
-    }
-    assert_eq!(m.info(&id).unwrap().in_flight, 0);
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    assert_eq!(
+        p.hooks(),
+        ["call-start", "call-end", "call-start", "call-end"],
+        "one after the other"
+    );
+    let info = m.info(&id).unwrap();
+    assert_eq!((info.in_flight, info.waiting), (0, 0));
 }
 
 #[test]
@@ -354,4 +432,88 @@ fn load_all_loads_every_installed_plugin_at_once_and_unload_all_stops_them() {
             "worker {pid} stopped"
         );
     }
+}
+
+#[test]
+fn call_subscribers_see_one_busy_pair_per_call_that_finds_the_instance_idle() {
+    let p = Project::new("call-events");
+    let m = p.manager();
+    let id = m.load(&LoadSpec::new("counter")).unwrap();
+    let mut plain = m.subscribe();
+    let mut calls = m.subscribe_with_calls();
+    let busy = |from, to| ManagerEvent::State {
+        instance_id: id.clone(),
+        plugin: "counter".into(),
+        from,
+        to,
+    };
+    let drain = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<ManagerEvent>| {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect::<Vec<_>>()
+    };
+    // The transitions are sent on the caller's thread, before `execute` returns.
+    m.execute(&id, vec![], vec![]).unwrap();
+    let pair = [
+        busy(InstanceState::Ready, InstanceState::Busy),
+        busy(InstanceState::Busy, InstanceState::Ready),
+    ];
+    assert_eq!(drain(&mut calls), pair);
+    assert_eq!(
+        drain(&mut plain),
+        [],
+        "plain subscribers get no call events"
+    );
+
+    // Two overlapping calls: the second finds the instance busy already.
+    let call = |action: &'static str| {
+        let (m, id) = (m.clone(), id.clone());
+        std::thread::spawn(move || {
+            m.execute(&id, vec![], vec![("action".into(), Value::from(action))])
+        })
+    };
+    let first = call("block");
+    eventually("the first call to be in the plugin", || {
+        p.hooks() == ["call-start"]
+    });
+    let second = call("echo");
+    eventually("both calls in flight", || {
+        m.info(&id).unwrap().in_flight == 2
+    });
+    fs_err::write(p.marker("release"), "").unwrap();
+    first.join().unwrap().unwrap();
+    second.join().unwrap().unwrap();
+    assert_eq!(drain(&mut calls), pair);
+    assert_eq!(drain(&mut plain), []);
+}
+
+#[tokio::test]
+async fn the_blocking_api_works_from_inside_a_tokio_runtime() {
+    let p = Project::new("in-runtime");
+    let m = p.manager();
+    // Each of these reads or writes the config store, whose own runtime cannot be
+    // blocked on from this one: the manager moves that onto a thread of its own.
+    let id = m
+        .load(
+            &LoadSpec::new("counter")
+                .config(map(json!({"step": 4})))
+                .max_concurrent(1),
+        )
+        .unwrap();
+    m.update_config(&id, &map(json!({"step": 5})), false)
+        .unwrap();
+    m.disable(&id).unwrap();
+    m.enable(&id).unwrap();
+    // With a cap, the awaited call waits for its turn on the blocking pool.
+    let out = m.execute_async(&id, vec![], vec![]).await.unwrap();
+    assert_eq!(out.get("config").unwrap().to_json()["step"], json!(5));
+    drop(m);
+
+    let again = p.manager();
+    let id = again.load(&LoadSpec::new("counter")).unwrap();
+    assert_eq!(
+        again.config(&id).unwrap()["step"],
+        json!(5),
+        "persisted from inside the runtime"
+    );
+    let out = again.execute_async(&id, vec![], vec![]).await.unwrap();
+    assert_eq!(out.get("config").unwrap().to_json()["step"], json!(5));
 }

@@ -9,5 +9,6 @@
 mod config;
 mod lifecycle;
 mod secrets;
+mod shutdown;
 mod supervision;
 mod support;

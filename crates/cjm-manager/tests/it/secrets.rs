@@ -1,8 +1,14 @@
-use cjm_manager::{LoadSpec, ManagerError, SecretValue};
+//! Secrets and `WORKER_ENV`: a secret reaches only its plugin's workers, and never
+//! a file, an event, a `Debug` output or a log record.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use cjm_manager::{InstanceState, LoadSpec, ManagerError, ManagerEvent, SecretValue};
 use cjm_proto::Value;
 use serde_json::json;
 
-use crate::support::Project;
+use crate::support::{Project, crash, wait_for};
 
 const TOKEN: &str = "s3cr3t-t0ken-value-9f8e7d";
 
@@ -40,7 +46,11 @@ fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
         "CounterPlugin",
         Some(json!([
             {"name": "DEMO_TOKEN", "secret": true, "required": true, "description": "the API key"},
-            {"name": "VISIBLE", "secret": false, "required": false, "default": "on"}
+            {"name": "VISIBLE", "secret": false, "required": false, "default": "on"},
+            // Read as the reference reads them: any true value makes a secret,
+            // and a default that is not a string is passed as its text.
+            {"name": "OTHER_TOKEN", "secret": 1},
+            {"name": "PORT", "default": 8080}
         ])),
     );
     let m = p.manager();
@@ -70,6 +80,12 @@ fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
             "every instance shares the plugin's secret"
         );
         assert_eq!(env["VISIBLE"], "on", "a visible default");
+        assert_eq!(env["PORT"], "8080");
+        assert_eq!(
+            env["OTHER_TOKEN"],
+            serde_json::Value::Null,
+            "an optional secret that is not set"
+        );
     }
     // Another plugin's worker never sees it.
     let other = m.load(&LoadSpec::new("counter")).unwrap();
@@ -85,6 +101,11 @@ fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
         m.set_env_override("gemini", "DEMO_TOKEN", Some("x".into()))
             .is_err(),
         "a secret is not a visible variable"
+    );
+    assert!(
+        m.set_env_override("gemini", "OTHER_TOKEN", Some("x".into()))
+            .is_err(),
+        "neither is a truthy secret flag"
     );
     assert!(
         m.set_env_override("gemini", "UNDECLARED", Some("x".into()))
@@ -124,4 +145,89 @@ fn secrets_reach_only_their_plugins_workers_and_nothing_else() {
         1,
         "it is in the secret store"
     );
+}
+
+/// Every log record of the process, as text, from the moment it is installed.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Installs a subscriber that keeps every record at every level, from every
+    /// thread (supervisors, loaders and the proxy's threads log too). Global:
+    /// nextest runs each test in a process of its own.
+    fn install() -> Self {
+        let captured = Self::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_secret_never_reaches_a_log_record() {
+    let logs = Captured::install();
+    let p = Project::new("secrets-in-logs");
+    p.manifest_with(
+        "gemini",
+        "demo",
+        "CounterPlugin",
+        Some(json!([{"name": "DEMO_TOKEN", "secret": true, "required": true}])),
+    );
+    let m = p.manager();
+    m.set_plugin_secret("gemini", "DEMO_TOKEN", &SecretValue::new(TOKEN))
+        .unwrap();
+    // Every path that logs: a load (the worker's environment holds the secret),
+    // calls (one returns the secret, one fails), a crash and its restart.
+    let id = m.load(&LoadSpec::new("gemini")).unwrap();
+    assert_eq!(env_of(&m, &id)["DEMO_TOKEN"], TOKEN, "the worker has it");
+    let err = m
+        .execute(&id, vec![], vec![("action".into(), Value::from("fail"))])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not what this plugin takes"),
+        "{err}"
+    );
+    let mut events = m.subscribe();
+    crash(&m, &id);
+    wait_for(&mut events, |e| {
+        matches!(
+            e,
+            ManagerEvent::State {
+                from: InstanceState::Starting,
+                to: InstanceState::Ready,
+                ..
+            }
+        )
+    });
+    assert_eq!(env_of(&m, &id)["DEMO_TOKEN"], TOKEN, "the new worker too");
+    m.unload(&id).unwrap();
+
+    let text = logs.text();
+    assert!(
+        text.contains(&format!(
+            "plugin gemini (instance {id}) exited with status 3"
+        )),
+        "the crash was logged, so the capture works: {text}"
+    );
+    assert!(!text.contains(TOKEN), "the secret is in the logs: {text}");
 }

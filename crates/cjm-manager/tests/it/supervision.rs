@@ -1,19 +1,14 @@
+//! Supervision: crashes restarted after a backoff (on the manual and the real
+//! clock), quarantine after too many, the reaper thread.
+
 use std::time::Duration;
 
-use cjm_manager::{InstanceState, LoadSpec, ManagerError, ManagerEvent};
-use cjm_proto::Value;
+use cjm_manager::{
+    InstanceState, LoadSpec, Manager, ManagerError, ManagerEvent, ManagerOptions, RestartPolicy,
+    SystemClock,
+};
 
-use crate::support::{Project, wait_for};
-
-fn crash(m: &cjm_manager::Manager, id: &str) {
-    let err = m
-        .execute(id, vec![], vec![("action".into(), Value::from("crash"))])
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("exited with status 3"),
-        "the caller learns how: {err}"
-    );
-}
+use crate::support::{Project, crash, instance_of, wait_for};
 
 #[test]
 fn a_crashed_worker_is_restarted_after_a_backoff() {
@@ -99,4 +94,102 @@ fn too_many_crashes_quarantine_an_instance_while_others_keep_working() {
     m.reset(&id).unwrap();
     assert_eq!(m.state(&id), Some(InstanceState::Ready));
     m.execute(&id, vec![], vec![]).unwrap();
+}
+
+#[test]
+fn on_the_system_clock_a_crash_waits_out_its_backoff_and_the_reaper_thread_stops_an_idle_worker() {
+    let p = Project::new("system-clock");
+    let clock = SystemClock::shared();
+    let backoff = Duration::from_millis(100);
+    // The real clock and the background reaper, as an application runs them.
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            restart: RestartPolicy {
+                initial_backoff: backoff,
+                max_backoff: backoff,
+                max_crashes: 3,
+                window: Duration::from_mins(1),
+            },
+            clock: clock.clone(),
+            reap_interval: Some(Duration::from_millis(10)),
+            ..p.options()
+        },
+    );
+    let crashing = m.load(&LoadSpec::new("counter")).unwrap();
+    let mut events = m.subscribe();
+    let idle = m
+        .load(
+            &LoadSpec::new("counter")
+                .instance("idle")
+                .idle_ttl(Duration::from_millis(1)),
+        )
+        .unwrap();
+    crash(&m, &crashing);
+    let (mut restarted, mut reaped) = (false, false);
+    let seen = wait_for(&mut events, |e| {
+        match e {
+            ManagerEvent::State {
+                instance_id,
+                from: InstanceState::Starting,
+                to: InstanceState::Ready,
+                ..
+            } if *instance_id == crashing => restarted = true,
+            ManagerEvent::State {
+                instance_id,
+                to: InstanceState::Stopped,
+                ..
+            } if *instance_id == idle => reaped = true,
+            _ => {}
+        }
+        restarted && reaped
+    });
+    let of = |id: &str| -> Vec<ManagerEvent> {
+        seen.iter()
+            .filter(|e| instance_of(e) == id)
+            .cloned()
+            .collect()
+    };
+    let state = |id: &str, from, to| ManagerEvent::State {
+        instance_id: id.to_owned(),
+        plugin: "counter".into(),
+        from,
+        to,
+    };
+    assert_eq!(
+        of(&idle),
+        [
+            state(&idle, InstanceState::Stopped, InstanceState::Starting),
+            state(&idle, InstanceState::Starting, InstanceState::Ready),
+            state(&idle, InstanceState::Ready, InstanceState::Stopping),
+            state(&idle, InstanceState::Stopping, InstanceState::Stopped),
+        ],
+        "started, then stopped by the reaper once idle"
+    );
+    let crashes = of(&crashing);
+    let ManagerEvent::Crashed(record) = &crashes[0] else {
+        panic!("{crashes:#?}")
+    };
+    assert_eq!(
+        crashes[1..],
+        [
+            state(&crashing, InstanceState::Ready, InstanceState::Crashed),
+            ManagerEvent::RestartScheduled {
+                instance_id: crashing.clone(),
+                delay: backoff,
+                recent_crashes: 1,
+            },
+            state(&crashing, InstanceState::Crashed, InstanceState::Starting),
+            state(&crashing, InstanceState::Starting, InstanceState::Ready),
+        ]
+    );
+    // The crash was stamped on the manager's clock before the backoff began, so
+    // by now that clock has moved on by at least the backoff (a lower bound only:
+    // a real wait is never shorter).
+    assert!(
+        clock.now().saturating_sub(record.at) >= backoff,
+        "the restart waited out its backoff"
+    );
+    m.execute(&crashing, vec![], vec![]).unwrap();
+    assert_eq!(m.info(&idle).unwrap().pid, None);
 }

@@ -1,6 +1,9 @@
+//! The suite's own helpers: a scratch project with manifests for the fixture
+//! plugins, managers on it, and bounded waits on events and files.
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cjm_core::{CjmConfig, PluginTaxonomy};
 use cjm_manager::{Clock, Manager, ManagerEvent, ManagerOptions, ManualClock, RestartPolicy};
@@ -103,27 +106,26 @@ impl Project {
 
     /// A manager on the manual clock, with a fast restart policy.
     pub(crate) fn manager(&self) -> Manager {
-        self.manager_with(RestartPolicy {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            max_crashes: 3,
-            window: Duration::from_mins(1),
-        })
+        Manager::new(self.config(), self.options())
     }
 
-    pub(crate) fn manager_with(&self, restart: RestartPolicy) -> Manager {
+    /// The options [`manager`](Self::manager) uses: this project's manifests, the
+    /// manual clock, no reaper thread.
+    pub(crate) fn options(&self) -> ManagerOptions {
         let clock: Arc<dyn Clock> = self.clock.clone();
-        Manager::new(
-            self.config(),
-            ManagerOptions {
-                search_paths: Some(vec![self.dir.join("data/manifests")]),
-                restart,
-                clock,
-                reap_interval: None,
-                persist: true,
-                ..ManagerOptions::default()
+        ManagerOptions {
+            search_paths: Some(vec![self.dir.join("data/manifests")]),
+            restart: RestartPolicy {
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(5),
+                max_crashes: 3,
+                window: Duration::from_mins(1),
             },
-        )
+            clock,
+            reap_interval: None,
+            persist: true,
+            ..ManagerOptions::default()
+        }
     }
 
     /// A marker file in the plugins' data folder.
@@ -157,7 +159,7 @@ pub(crate) fn map(v: Value) -> Map<String, Value> {
 /// returned too, in order.
 pub(crate) fn wait_for(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<ManagerEvent>,
-    pick: impl Fn(&ManagerEvent) -> bool,
+    mut pick: impl FnMut(&ManagerEvent) -> bool,
 ) -> Vec<ManagerEvent> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -180,11 +182,46 @@ pub(crate) fn wait_for(
     seen
 }
 
-/// Polls `cond` until it holds (at most 20 s): for counters that have no event.
+/// Waits (at most 20 s) until `cond` holds: for counters and files that have no
+/// event to wait on.
 pub(crate) fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
+    assert!(
+        cjm_testkit::eventually(Duration::from_secs(20), cond).is_some(),
+        "timed out waiting for {what}"
+    );
+}
+
+/// Makes instance `id`'s worker exit with status 3 in a call, which fails saying so.
+pub(crate) fn crash(m: &Manager, id: &str) {
+    let err = m
+        .execute(
+            id,
+            vec![],
+            vec![("action".into(), cjm_proto::Value::from("crash"))],
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("exited with status 3"),
+        "the caller learns how: {err}"
+    );
+}
+
+/// Whether process `pid` has exited (gone, or a zombie not reaped yet).
+pub(crate) fn exited(pid: u32) -> bool {
+    fs_err::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// The instance an event is about.
+pub(crate) fn instance_of(e: &ManagerEvent) -> &str {
+    match e {
+        ManagerEvent::State { instance_id, .. }
+        | ManagerEvent::RestartScheduled { instance_id, .. }
+        | ManagerEvent::CrashLooping { instance_id, .. }
+        | ManagerEvent::Drift { instance_id, .. } => instance_id,
+        ManagerEvent::Crashed(record) => &record.instance_id,
     }
 }
