@@ -11,6 +11,7 @@ mod paths;
 mod run;
 mod setup;
 mod test;
+mod tidy;
 mod wheel;
 
 use std::ffi::OsString;
@@ -28,7 +29,7 @@ Usage: cargo xtask <verb> [options]
 Verbs:
   setup               create the tools venv (target/cjm/tools) and the test venv (target/cjm/venv)
   wheel [--debug]     build the cjm-worker wheel (release unless --debug), install it into the test venv
-  test [--no-lint]    fmt, clippy, rustdoc, cargo-deny, setup, wheel, Rust tests (nextest; cjm-proxy's
+  test [--no-lint]    tidy, fmt, clippy, rustdoc, cargo-deny, setup, wheel, Rust tests (nextest; cjm-proxy's
                       again on forked workers), doctests, Python tests (pytest), 30 s of fuzzing
   e2e                 setup, wheel, every crate's integration tests (tests/it), Python tests
   demo [-- ARGS]      setup, release wheel, run the `demo` example of the cjm crate

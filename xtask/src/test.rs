@@ -101,6 +101,7 @@ pub(crate) fn e2e(paths: &Paths) -> Result<()> {
 }
 
 fn lint_checks(paths: &Paths) -> Result<()> {
+    crate::tidy::tidy(paths)?;
     let cargo = || Cmd::cargo(&paths.root);
     cargo()
         .args(["fmt", "--all", "--check"])

@@ -175,7 +175,7 @@ pub(crate) fn info(a: &InfoArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .map(|v| json!({"name": v.name, "required": v.required, "default": v.default, "description": v.description}))
         .collect();
     let python = Path::new(&m.install.python_path);
-    let log = ctx.cfg.logs_dir().join(format!("{}.log", m.code.name));
+    let log = cjm::launch::log_file(&ctx.cfg, &m.code.name);
     let log_bytes = fs_err::metadata(&log).ok().map(|md| md.len());
     let extra = |k: &str| m.install.extra.get(k).cloned().unwrap_or(Value::Null);
     let doc = json!({

@@ -264,7 +264,7 @@ pub(super) fn live(
     timeout: Duration,
 ) -> Result<Live, (String, String)> {
     let worker = Worker::spawn(cjm::launch::worker_spec(m, cfg)).map_err(|e| {
-        let log = cfg.logs_dir().join(format!("{}.log", m.code.name));
+        let log = cjm::launch::log_file(cfg, &m.code.name);
         (
             format!("its worker could not start: {}", one_line(&e.to_string())),
             e.hint().unwrap_or_else(|| format!("see {}", log.display())),
