@@ -203,7 +203,7 @@ fn tools(ctx: &Ctx, out: &mut impl Write) -> std::io::Result<bool> {
     let mut missing = false;
     match ctx.uv() {
         Ok(uv) => {
-            if let Some(v) = crate::runtime::tool_version(&uv) {
+            if let Some(v) = crate::setup_runtime::tool_version(&uv) {
                 writeln!(out, "  ✓ uv: {} ({v})", uv.display())?;
             } else {
                 missing = true;

@@ -10,7 +10,7 @@ use cjm_stores::ConfigStore;
 use serde_json::{Map, Value, json};
 
 use crate::ctx::{Ctx, Global};
-use crate::secrets::{compile, runtime, secret_store};
+use crate::stores::{compile, secret_store, tokio_runtime};
 
 /// Show a plugin's configuration schema and the configuration it loads with.
 #[derive(clap::Args)]
@@ -45,7 +45,7 @@ pub(crate) fn effective_config(
 ) -> anyhow::Result<(Map<String, Value>, bool, bool)> {
     let schema = compile(plugin, manifest)?;
     let store = ConfigStore::new(ctx.cfg.data_dir.join(cjm_stores::CONFIG_DB_FILE_NAME));
-    let record = runtime()?
+    let record = tokio_runtime()?
         .block_on(store.get(plugin))
         .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
     let (config, enabled, persisted) = match record {
@@ -65,7 +65,7 @@ pub(crate) fn effective_config(
 
 pub(crate) fn schema(a: &SchemaArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::load(global)?;
-    let manifest = crate::secrets::manifest(&ctx, &a.plugin)?;
+    let manifest = crate::stores::manifest(&ctx, &a.plugin)?;
     let (config, persisted, _) = effective_config(&ctx, &a.plugin, &manifest)?;
     let schema = manifest.code.config_schema.clone().unwrap_or_default();
     let mut out = std::io::stdout().lock();
@@ -160,7 +160,7 @@ pub(crate) fn info(a: &InfoArgs, global: &Global) -> anyhow::Result<ExitCode> {
     };
     let m = &found.manifest;
     let (config, persisted, enabled) = effective_config(&ctx, &a.plugin, m)?;
-    let stored = runtime()?
+    let stored = tokio_runtime()?
         .block_on(secret_store(&ctx).list_keys(&a.plugin, None))
         .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
     let vars = m.code.worker_env_vars();

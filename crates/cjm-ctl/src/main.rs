@@ -29,9 +29,9 @@ mod host;
 mod inspect;
 mod install;
 mod plugins;
-mod runtime;
-mod secrets;
+mod setup_runtime;
 mod size;
+mod stores;
 mod validate;
 
 /// Install, inspect and call isolated Python plugins.
@@ -47,7 +47,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install uv into the runtime folder (and micromamba, when conda_type is micromamba).
-    SetupRuntime(runtime::SetupRuntimeArgs),
+    SetupRuntime(setup_runtime::SetupRuntimeArgs),
     /// Install and register every plugin of a plugins.yaml, in parallel.
     InstallAll(install::InstallAllArgs),
     /// Re-run introspection for an installed plugin and rewrite its manifest.
@@ -71,11 +71,11 @@ enum Command {
     /// Check the runtime, the data folder, shared memory, manifests and drift.
     Doctor(doctor::DoctorArgs),
     /// Store a plugin secret (hidden prompt, --value, or stdin).
-    SetSecret(secrets::SetSecretArgs),
+    SetSecret(stores::SetSecretArgs),
     /// List the names (never the values) of a plugin's secrets.
-    ListSecrets(secrets::ListSecretsArgs),
+    ListSecrets(stores::ListSecretsArgs),
     /// Read or change a plugin's persisted configuration, validated.
-    Config(secrets::ConfigArgs),
+    Config(stores::ConfigArgs),
     /// Show a plugin's configuration schema and the configuration it loads with.
     Schema(inspect::SchemaArgs),
     /// Show an installed plugin: manifest, environment, configuration, variables, secrets (names), log.
@@ -159,7 +159,7 @@ fn main() -> ExitCode {
     let g = &cli.global;
     g.init_logging();
     let result = match cli.command {
-        Command::SetupRuntime(a) => runtime::run(&a, g),
+        Command::SetupRuntime(a) => setup_runtime::run(&a, g),
         Command::InstallAll(a) => install::install_all(&a, g),
         Command::RegenerateManifest(a) => install::regenerate(&a, g),
         Command::SetupHost(a) => host::run(&a, g),
@@ -171,9 +171,9 @@ fn main() -> ExitCode {
         Command::Repair(a) => install::repair(&a, g),
         Command::Gc(a) => plugins::gc(&a, g),
         Command::Doctor(a) => doctor::run(&a, g),
-        Command::SetSecret(a) => secrets::set_secret(&a, g),
-        Command::ListSecrets(a) => secrets::list_secrets(&a, g),
-        Command::Config(a) => secrets::config(&a, g),
+        Command::SetSecret(a) => stores::set_secret(&a, g),
+        Command::ListSecrets(a) => stores::list_secrets(&a, g),
+        Command::Config(a) => stores::config(&a, g),
         Command::Schema(a) => inspect::schema(&a, g),
         Command::Info(a) => inspect::info(&a, g),
         Command::Completions { shell } => {

@@ -125,7 +125,7 @@ pub(super) fn uv(ctx: &Ctx) -> Check {
             "run `cjm-ctl setup-runtime` to install it, or set CJM_UV",
         );
     };
-    match crate::runtime::tool_version(&path) {
+    match crate::setup_runtime::tool_version(&path) {
         Some(v) => {
             let note = if v.split_whitespace().nth(1) == Some(cjm_env::UV_VERSION) {
                 String::new()

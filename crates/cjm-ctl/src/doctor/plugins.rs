@@ -24,8 +24,8 @@ use crate::ctx::Ctx;
 /// The secret store is readable, and every secret a plugin requires is set.
 pub(super) fn secrets(ctx: &Ctx, discovery: &Discovery) -> Check {
     let name = "secrets";
-    let store = crate::secrets::secret_store(ctx);
-    let Ok(rt) = crate::secrets::runtime() else {
+    let store = crate::stores::secret_store(ctx);
+    let Ok(rt) = crate::stores::tokio_runtime() else {
         return Check::fail(
             name,
             "cannot start an async runtime",

@@ -81,7 +81,7 @@ enum ConfigAction {
     },
 }
 
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -112,7 +112,7 @@ pub(crate) fn set_secret(a: &SetSecretArgs, global: &Global) -> anyhow::Result<E
         );
     }
     let store = secret_store(&ctx);
-    runtime()?
+    tokio_runtime()?
         .block_on(store.set_secret(
             &a.plugin,
             &a.key,
@@ -194,7 +194,7 @@ fn read_secret(prompt: &str) -> anyhow::Result<String> {
 
 pub(crate) fn list_secrets(a: &ListSecretsArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::load(global)?;
-    let keys = runtime()?
+    let keys = tokio_runtime()?
         .block_on(secret_store(&ctx).list_keys(&a.plugin, a.scope.as_deref()))
         .map_err(|e| crate::Failure(crate::with_causes(&e)))?;
     let mut out = std::io::stdout().lock();
@@ -213,7 +213,7 @@ pub(crate) fn list_secrets(a: &ListSecretsArgs, global: &Global) -> anyhow::Resu
 pub(crate) fn config(a: &ConfigArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::load(global)?;
     let store = ConfigStore::new(ctx.cfg.data_dir.join(cjm_stores::CONFIG_DB_FILE_NAME));
-    let rt = runtime()?;
+    let rt = tokio_runtime()?;
     match &a.action {
         ConfigAction::Get { plugin, instance } => {
             default_instance_only(plugin, instance.as_deref())?;
