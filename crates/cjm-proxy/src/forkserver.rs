@@ -253,8 +253,8 @@ impl Server {
         .stderr(Stdio::piped())
         // Out of the host's group: a Ctrl-C meant for the host must not kill it.
         .process_group(0);
-        crate::process::inherit_and_die_with_host(&mut cmd, child_fd);
-        let mut child = crate::process::spawn_command(cmd)
+        crate::child::inherit_and_die_with_host(&mut cmd, child_fd);
+        let mut child = crate::child::spawn_command(cmd)
             .map_err(|e| format!("running {} failed: {e}", key.python.display()))?;
         drop(child_end);
         let pid = child.id();
@@ -313,8 +313,7 @@ impl Server {
     }
 
     fn kill(&self) {
-        // SAFETY: signalling the process group we created for the server.
-        unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        crate::child::kill_group(self.pid, crate::child::Signal::KILL);
     }
 
     fn fork(

@@ -7,7 +7,8 @@ use cjm_proto::{Call, Hello, Kind, ShmBufferMut, Value};
 use crate::completion::{Completion, Wait};
 use crate::error::{Death, WorkerError};
 use crate::event::Event;
-use crate::process::{Outcome, Process, Slot};
+use crate::pending::{Outcome, Slot};
+use crate::process::Process;
 use crate::spec::WorkerSpec;
 use crate::stats::{self, WorkerStats};
 

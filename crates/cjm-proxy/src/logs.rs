@@ -1,0 +1,203 @@
+//! A worker's output: its log file (appended, rotated by size, stamped), the two
+//! threads that copy its stdout and stderr there and to events, the stderr tail a
+//! death is explained with, and the bounded wait for them to drain.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
+
+use crate::child::Stream;
+use crate::event::{Event, EventHub};
+use crate::spec::WorkerSpec;
+
+/// How many of the last stderr lines a death or a failed start reports.
+const STDERR_TAIL: usize = 20;
+
+/// Opens the spec's log file (and its folder) and writes the start header; `None`
+/// when the spec names none or it cannot be opened (the worker runs without one).
+pub(crate) fn open_log(spec: &WorkerSpec) -> Option<LogFile> {
+    let path = spec.log_file.as_ref()?;
+    if let Some(dir) = path.parent() {
+        let _ = fs_err::create_dir_all(dir);
+    }
+    let mut log = LogFile::open(path.clone())
+        .map_err(|e| tracing::warn!(error = %e, "cannot open the worker's log file"))
+        .ok()?;
+    log.write(format!("\n--- Starting {} at {} ---\n", spec.plugin, ctime_now()).as_bytes());
+    Some(log)
+}
+
+/// A worker's log past this size is rotated: renamed to `<name>.log.1`
+/// (replacing the one before) and started afresh, so one plugin's log takes at
+/// most about twice this on disk and the newest output is always kept.
+pub const LOG_ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How often (in bytes written) the file's real size is looked at: several
+/// workers of one plugin append to the same file.
+const LOG_CHECK_EVERY: u64 = 64 * 1024;
+
+/// The longest piece of one line handled at once; a longer line is written in
+/// pieces, so a worker that prints without newlines cannot make the host buffer
+/// without bound.
+const LOG_LINE_PIECE: u64 = 64 * 1024;
+
+/// An appended log file that rotates by size.
+pub(crate) struct LogFile {
+    path: PathBuf,
+    file: fs_err::File,
+    since_check: u64,
+}
+
+impl LogFile {
+    fn open(path: PathBuf) -> std::io::Result<Self> {
+        let file = Self::append(&path)?;
+        let mut log = Self {
+            path,
+            file,
+            // Look at the size before the first write.
+            since_check: LOG_CHECK_EVERY,
+        };
+        log.check();
+        Ok(log)
+    }
+
+    fn append(path: &Path) -> std::io::Result<fs_err::File> {
+        fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let _ = self.file.write_all(bytes);
+        self.since_check += bytes.len() as u64;
+        if self.since_check >= LOG_CHECK_EVERY {
+            self.check();
+        }
+    }
+
+    /// Rotates the file when it is too large, and follows a rotation another
+    /// worker of the plugin did.
+    fn check(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.since_check = 0;
+        let (Ok(mine), at_path) = (self.file.metadata(), fs_err::metadata(&self.path)) else {
+            return;
+        };
+        let rotated_by_another =
+            at_path.is_ok_and(|m| m.ino() != mine.ino() || m.dev() != mine.dev());
+        if rotated_by_another {
+            if let Ok(f) = Self::append(&self.path) {
+                self.file = f;
+            }
+            return;
+        }
+        if mine.len() <= LOG_ROTATE_BYTES {
+            return;
+        }
+        let mut old = self.path.as_os_str().to_owned();
+        old.push(".1");
+        if fs_err::rename(&self.path, PathBuf::from(&old)).is_ok()
+            && let Ok(mut f) = Self::append(&self.path)
+        {
+            let _ = writeln!(
+                f,
+                "--- log rotated at {} after {} bytes; the part before is in {} ---",
+                ctime_now(),
+                mine.len(),
+                Path::new(&old).display()
+            );
+            self.file = f;
+        }
+    }
+}
+
+/// The reference's header timestamp (`time.ctime()`), in UTC.
+fn ctime_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    cjm_core::isoformat_utc(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Starts one thread per stream that copies its lines to the log file, to
+/// [`Event::Output`] and (stderr) to `tail`; the receiver hears once from each
+/// thread when its stream has ended.
+pub(crate) fn start_log_threads(
+    streams: [Option<Stream>; 2],
+    log: Option<LogFile>,
+    events: &EventHub,
+    tail: &Arc<Mutex<VecDeque<String>>>,
+    plugin: &str,
+) -> mpsc::Receiver<()> {
+    let (done_tx, done_rx) = mpsc::channel();
+    let log = log.map(|f| Arc::new(Mutex::new(f)));
+    let [stdout, stderr] = streams;
+    for (stream, name) in [(stdout, "stdout"), (stderr, "stderr")] {
+        let Some(stream) = stream else { continue };
+        let log = log.clone();
+        let events = events.clone();
+        let tail = Arc::clone(tail);
+        let plugin = plugin.to_owned();
+        let done = done_tx.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("cjm-{name}"))
+            .spawn(move || {
+                let _done = Finished(done);
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match (&mut reader)
+                        .take(LOG_LINE_PIECE)
+                        .read_until(b'\n', &mut line)
+                    {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    if let Some(log) = &log {
+                        let mut f = log.lock().unwrap_or_else(PoisonError::into_inner);
+                        f.write(&line);
+                    }
+                    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                    if name == "stderr" {
+                        let mut t = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                        if t.len() == STDERR_TAIL {
+                            t.pop_front();
+                        }
+                        t.push_back(text.clone());
+                    }
+                    tracing::debug!(plugin = %plugin, stream = name, "{text}");
+                    events.emit(&Event::Output {
+                        stream: name,
+                        line: text,
+                    });
+                }
+            });
+    }
+    done_rx
+}
+
+/// Lets the log threads drain what the worker wrote before it died, so the stderr
+/// tail explains the death. A descendant that keeps the pipes open would hold them
+/// forever, so the wait is bounded.
+pub(crate) fn drain_logs(logs_done: &mpsc::Receiver<()>) {
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    for _ in 0..2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if logs_done.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+}
+
+/// Tells the waiter a log thread has drained its pipe, however the thread ends.
+struct Finished(mpsc::Sender<()>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
