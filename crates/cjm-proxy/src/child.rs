@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, PoisonError, mpsc};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use cjm_core::WorkerExit;
@@ -16,6 +16,7 @@ pub(crate) use rustix::process::Signal;
 use crate::cgroup::WorkerCgroup;
 use crate::env::worker_env;
 use crate::forkserver::{self, Forked};
+use crate::lock::lock;
 use crate::spec::{StartMethod, WorkerSpec};
 
 /// Forks from one long-lived thread: `PR_SET_PDEATHSIG` fires when the *thread* that
@@ -47,11 +48,7 @@ pub(crate) fn spawn_command(mut cmd: Command) -> std::io::Result<Child> {
         let _ = tx.send(cmd.spawn());
     });
     let gone = || std::io::Error::other("the spawner thread is gone");
-    spawner()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .send(job)
-        .map_err(|_| gone())?;
+    lock(spawner()).send(job).map_err(|_| gone())?;
     rx.recv().map_err(|_| gone())?
 }
 

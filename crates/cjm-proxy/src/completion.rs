@@ -7,6 +7,8 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::lock::lock;
+
 struct State<T> {
     value: Option<T>,
     waker: Option<Waker>,
@@ -44,7 +46,7 @@ impl<T> Completion<T> {
     /// Fills the slot; a second fill is ignored (the first outcome wins).
     pub(crate) fn complete(&self, value: T) {
         let waker = {
-            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut s = lock(&self.state);
             if s.value.is_some() {
                 return;
             }
@@ -71,7 +73,7 @@ impl<T> Completion<T> {
             // fill the slot may need this very CPU.
             std::thread::yield_now();
         }
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = lock(&self.state);
         loop {
             if let Some(v) = s.value.take() {
                 return Some(v);
@@ -102,7 +104,7 @@ impl<T> Future for Wait<'_, T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut s = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = lock(&self.0.state);
         if let Some(v) = s.value.take() {
             return Poll::Ready(v);
         }

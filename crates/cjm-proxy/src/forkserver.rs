@@ -3,10 +3,11 @@
 //! Starting an interpreter and importing the worker runtime costs 15–20 ms of CPU;
 //! on a small machine, ten workers started at once queue for the cores. A
 //! forkserver (`python -m cjm_worker._forkserver FD`) pays that once per
-//! interpreter and startup environment, then forks each worker in about a
-//! millisecond. The child turns into exactly what `python -m cjm_worker` would be:
-//! its own process group, the worker's environment, working directory,
-//! `sys.path`, stdout and stderr (see the Python module for the child's side).
+//! interpreter and startup environment, then forks each worker for about 4 ms of
+//! CPU all told (bench/RESULTS.md: most of it the child's copy-on-write page
+//! faults). The child turns into exactly what `python -m cjm_worker` would be: its
+//! own process group, the worker's environment, working directory, `sys.path`,
+//! stdout and stderr (see the Python module for the child's side).
 //!
 //! The server, not the host, is the worker's parent, so it reports each child's
 //! wait status back; the host's waiter thread reads it instead of `waitpid`. The
@@ -25,7 +26,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use rustix::net::{
@@ -33,6 +34,8 @@ use rustix::net::{
     SendFlags, SocketFlags, SocketType,
 };
 
+use crate::lock::lock;
+use crate::logs::StderrTail;
 use crate::spec::WorkerSpec;
 
 /// The server's receive buffer (`MAX_MESSAGE` in `_forkserver.py`).
@@ -43,8 +46,6 @@ const MAX_REQUEST: usize = 64 * 1024;
 const IDLE_EXIT: Duration = Duration::from_mins(5);
 /// How long to wait before trying again to start a server that failed to start.
 const RETRY_AFTER: Duration = Duration::from_mins(1);
-/// How much of a failed server's stderr is kept for the warning.
-const STDERR_TAIL: usize = 20;
 
 /// A worker the server forked.
 pub(crate) struct Forked {
@@ -91,14 +92,16 @@ fn read_at_startup(key: &OsStr) -> bool {
         || key == "GLIBC_TUNABLES"
 }
 
-enum Slot {
-    Empty,
+/// Whether the server of one key runs.
+enum ServerState {
+    NotStarted,
     Running(Arc<Server>),
+    /// It failed to start at this time; not tried again for [`RETRY_AFTER`].
     Unavailable(Instant),
 }
 
-fn servers() -> &'static Mutex<HashMap<Key, Arc<Mutex<Slot>>>> {
-    static SERVERS: OnceLock<Mutex<HashMap<Key, Arc<Mutex<Slot>>>>> = OnceLock::new();
+fn servers() -> &'static Mutex<HashMap<Key, Arc<Mutex<ServerState>>>> {
+    static SERVERS: OnceLock<Mutex<HashMap<Key, Arc<Mutex<ServerState>>>>> = OnceLock::new();
     SERVERS.get_or_init(Mutex::default)
 }
 
@@ -169,23 +172,21 @@ fn env_memfd(env: &[(OsString, OsString)]) -> std::io::Result<OwnedFd> {
 
 /// The running server for `key`, starting one if there is none.
 fn server(key: &Key, timeout: Duration) -> Option<Arc<Server>> {
-    let slot = Arc::clone(
-        servers()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    let state = Arc::clone(
+        lock(servers())
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Slot::Empty))),
+            .or_insert_with(|| Arc::new(Mutex::new(ServerState::NotStarted))),
     );
     // One start per key at a time: concurrent first loads share one server.
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    match &*slot {
-        Slot::Running(s) if !s.is_dead() => return Some(Arc::clone(s)),
-        Slot::Unavailable(since) if since.elapsed() < RETRY_AFTER => return None,
+    let mut state = lock(&state);
+    match &*state {
+        ServerState::Running(s) if !s.is_dead() => return Some(Arc::clone(s)),
+        ServerState::Unavailable(since) if since.elapsed() < RETRY_AFTER => return None,
         _ => {}
     }
     match Server::start(key, timeout) {
         Ok(s) => {
-            *slot = Slot::Running(Arc::clone(&s));
+            *state = ServerState::Running(Arc::clone(&s));
             Some(s)
         }
         Err(reason) => {
@@ -193,7 +194,7 @@ fn server(key: &Key, timeout: Duration) -> Option<Arc<Server>> {
                 python = %key.python.display(),
                 "no forkserver for this interpreter, so its workers start with exec: {reason}"
             );
-            *slot = Slot::Unavailable(Instant::now());
+            *state = ServerState::Unavailable(Instant::now());
             None
         }
     }
@@ -216,8 +217,9 @@ impl std::fmt::Display for ForkError {
     }
 }
 
+/// A server's requests waiting for their answer.
 #[derive(Default)]
-struct State {
+struct Requests {
     dead: bool,
     pending: HashMap<u64, mpsc::Sender<Result<Forked, ForkError>>>,
 }
@@ -226,7 +228,7 @@ struct Server {
     ctl: OwnedFd,
     pid: u32,
     next: AtomicU64,
-    state: Mutex<State>,
+    requests: Mutex<Requests>,
 }
 
 impl Server {
@@ -258,16 +260,16 @@ impl Server {
             .map_err(|e| format!("running {} failed: {e}", key.python.display()))?;
         drop(child_end);
         let pid = child.id();
-        let tail = Arc::new(Mutex::new(Vec::new()));
+        let tail = StderrTail::default();
         let stderr_done = child
             .stderr
             .take()
-            .map(|s| forward_stderr(s, &key.python, Arc::clone(&tail)));
+            .map(|s| forward_stderr(s, &key.python, tail.clone()));
         let server = Arc::new(Self {
             ctl,
             pid,
             next: AtomicU64::new(1),
-            state: Mutex::default(),
+            requests: Mutex::default(),
         });
         let (ready_tx, ready_rx) = mpsc::channel();
         let reader = Arc::clone(&server);
@@ -286,10 +288,7 @@ impl Server {
                 if let Some(done) = stderr_done {
                     let _ = done.recv_timeout(Duration::from_millis(500));
                 }
-                let tail = tail
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .join("\n");
+                let tail = tail.lines().join("\n");
                 let what = match e {
                     mpsc::RecvTimeoutError::Timeout => {
                         format!("no answer within {:.1}s", timeout.as_secs_f64())
@@ -306,10 +305,7 @@ impl Server {
     }
 
     fn is_dead(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .dead
+        lock(&self.requests).dead
     }
 
     fn kill(&self) {
@@ -342,18 +338,14 @@ impl Server {
         }
         let (tx, rx) = mpsc::channel();
         {
-            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut st = lock(&self.requests);
             if st.dead {
                 return Err(ForkError::Gone);
             }
             st.pending.insert(id, tx);
         }
         let forget = || {
-            self.state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pending
-                .remove(&id);
+            lock(&self.requests).pending.remove(&id);
         };
         if let Err(e) = send(&self.ctl, &body, &fds) {
             forget();
@@ -407,7 +399,7 @@ impl Server {
             }
         }
         let pending = {
-            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut st = lock(&self.requests);
             st.dead = true;
             std::mem::take(&mut st.pending)
         };
@@ -421,12 +413,7 @@ impl Server {
     }
 
     fn answer(&self, id: u64, outcome: Result<Forked, ForkError>) {
-        let tx = self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pending
-            .remove(&id);
+        let tx = lock(&self.requests).pending.remove(&id);
         // A requester that gave up has gone: its worker finds its channel closed
         // and exits.
         if let Some(tx) = tx {
@@ -474,7 +461,7 @@ fn recv(ctl: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
 fn forward_stderr(
     stderr: std::process::ChildStderr,
     python: &Path,
-    tail: Arc<Mutex<Vec<String>>>,
+    tail: StderrTail,
 ) -> mpsc::Receiver<()> {
     let (done_tx, done_rx) = mpsc::channel();
     let python = python.display().to_string();
@@ -484,11 +471,7 @@ fn forward_stderr(
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 tracing::warn!(python = %python, "forkserver: {line}");
-                let mut t = tail.lock().unwrap_or_else(PoisonError::into_inner);
-                if t.len() == STDERR_TAIL {
-                    t.remove(0);
-                }
-                t.push(line);
+                tail.push(line);
             }
             let _ = done_tx.send(());
         });

@@ -14,6 +14,7 @@ mod error;
 mod event;
 mod forkserver;
 mod handshake;
+mod lock;
 mod logs;
 mod oom;
 mod pending;

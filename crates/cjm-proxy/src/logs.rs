@@ -5,15 +5,37 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use crate::child::Stream;
 use crate::event::{Event, EventHub};
+use crate::lock::lock;
 use crate::spec::WorkerSpec;
 
-/// How many of the last stderr lines a death or a failed start reports.
-const STDERR_TAIL: usize = 20;
+/// How many of the last stderr lines a death or a failed start reports (a
+/// worker's and a forkserver's alike).
+const STDERR_TAIL_LINES: usize = 20;
+
+/// The last lines a process wrote to stderr: filled by the thread that reads
+/// them, read by whoever explains how the process ended.
+#[derive(Clone, Default)]
+pub(crate) struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    pub(crate) fn push(&self, line: String) {
+        let mut t = lock(&self.0);
+        if t.len() == STDERR_TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+
+    pub(crate) fn lines(&self) -> Vec<String> {
+        let t = lock(&self.0);
+        t.iter().cloned().collect()
+    }
+}
 
 /// Opens the spec's log file (and its folder) and writes the start header; `None`
 /// when the spec names none or it cannot be opened (the worker runs without one).
@@ -25,7 +47,7 @@ pub(crate) fn open_log(spec: &WorkerSpec) -> Option<LogFile> {
     let mut log = LogFile::open(path.clone())
         .map_err(|e| tracing::warn!(error = %e, "cannot open the worker's log file"))
         .ok()?;
-    log.write(format!("\n--- Starting {} at {} ---\n", spec.plugin, ctime_now()).as_bytes());
+    log.write(format!("\n--- Starting {} at {} ---\n", spec.plugin, log_stamp()).as_bytes());
     Some(log)
 }
 
@@ -105,7 +127,7 @@ impl LogFile {
             let _ = writeln!(
                 f,
                 "--- log rotated at {} after {} bytes; the part before is in {} ---",
-                ctime_now(),
+                log_stamp(),
                 mine.len(),
                 Path::new(&old).display()
             );
@@ -114,8 +136,9 @@ impl LogFile {
     }
 }
 
-/// The reference's header timestamp (`time.ctime()`), in UTC.
-fn ctime_now() -> String {
+/// The time written in the log's `--- Starting … at … ---` header and rotation
+/// notes: ISO-8601 in UTC, to the second (`2026-01-01T00:00:00+00:00`).
+fn log_stamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -129,7 +152,7 @@ pub(crate) fn start_log_threads(
     streams: [Option<Stream>; 2],
     log: Option<LogFile>,
     events: &EventHub,
-    tail: &Arc<Mutex<VecDeque<String>>>,
+    tail: &StderrTail,
     plugin: &str,
 ) -> mpsc::Receiver<()> {
     let (done_tx, done_rx) = mpsc::channel();
@@ -139,13 +162,13 @@ pub(crate) fn start_log_threads(
         let Some(stream) = stream else { continue };
         let log = log.clone();
         let events = events.clone();
-        let tail = Arc::clone(tail);
+        let tail = tail.clone();
         let plugin = plugin.to_owned();
         let done = done_tx.clone();
         let _ = std::thread::Builder::new()
             .name(format!("cjm-{name}"))
             .spawn(move || {
-                let _done = Finished(done);
+                let _drained = DrainedOnDrop(done);
                 let mut reader = BufReader::new(stream);
                 let mut line = Vec::new();
                 loop {
@@ -158,16 +181,12 @@ pub(crate) fn start_log_threads(
                         Ok(_) => {}
                     }
                     if let Some(log) = &log {
-                        let mut f = log.lock().unwrap_or_else(PoisonError::into_inner);
+                        let mut f = lock(log);
                         f.write(&line);
                     }
                     let text = String::from_utf8_lossy(&line).trim_end().to_owned();
                     if name == "stderr" {
-                        let mut t = tail.lock().unwrap_or_else(PoisonError::into_inner);
-                        if t.len() == STDERR_TAIL {
-                            t.pop_front();
-                        }
-                        t.push_back(text.clone());
+                        tail.push(text.clone());
                     }
                     tracing::debug!(plugin = %plugin, stream = name, "{text}");
                     events.emit(&Event::Output {
@@ -194,9 +213,9 @@ pub(crate) fn drain_logs(logs_done: &mpsc::Receiver<()>) {
 }
 
 /// Tells the waiter a log thread has drained its pipe, however the thread ends.
-struct Finished(mpsc::Sender<()>);
+struct DrainedOnDrop(mpsc::Sender<()>);
 
-impl Drop for Finished {
+impl Drop for DrainedOnDrop {
     fn drop(&mut self) {
         let _ = self.0.send(());
     }

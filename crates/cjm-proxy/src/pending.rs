@@ -1,6 +1,6 @@
-//! The requests a worker owes an answer: each has an id and a slot (a call's
-//! completion or a stream's sender) until its answer, its cancellation or the
-//! worker's death settles it.
+//! The requests a worker owes an answer: each has an id and a [`ReplyTo`] (a
+//! call's completion or a stream's sender) until its answer, its cancellation or
+//! the worker's death settles it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,23 +11,26 @@ use cjm_proto::Value;
 
 use crate::completion::Completion;
 use crate::error::{Death, WorkerError};
+use crate::lock::lock;
 
 pub(crate) type Outcome = Result<Value, WorkerError>;
 
 /// Where the answer to a request goes.
-pub(crate) enum Slot {
+pub(crate) enum ReplyTo {
     Call(Arc<Completion<Outcome>>),
     Stream(tokio::sync::mpsc::UnboundedSender<Result<Value, WorkerError>>),
 }
 
-/// Hands `outcome` to whoever waits in `slot`. A stream hears only of a failure:
-/// its chunks went out as they came, and dropping its sender ends it.
-pub(crate) fn complete(slot: Slot, outcome: Outcome) {
-    match slot {
-        Slot::Call(c) => c.complete(outcome),
-        Slot::Stream(tx) => {
-            if let Err(e) = outcome {
-                let _ = tx.send(Err(e));
+impl ReplyTo {
+    /// Hands `outcome` to whoever waits. A stream hears only of a failure: its
+    /// chunks went out as they came, and dropping its sender ends it.
+    pub(crate) fn settle(self, outcome: Outcome) {
+        match self {
+            Self::Call(c) => c.complete(outcome),
+            Self::Stream(tx) => {
+                if let Err(e) = outcome {
+                    let _ = tx.send(Err(e));
+                }
             }
         }
     }
@@ -35,7 +38,7 @@ pub(crate) fn complete(slot: Slot, outcome: Outcome) {
 
 #[derive(Default)]
 struct Table {
-    slots: HashMap<u64, Slot>,
+    replies: HashMap<u64, ReplyTo>,
     /// Set once the worker is dead; later calls fail at once with it.
     dead: Option<Death>,
     /// A call whose cancellation killed the worker: it fails as cancelled.
@@ -62,37 +65,37 @@ impl Pending {
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.table)
     }
 
-    /// Gives a request its id and slot, unless the worker is already dead.
-    pub(crate) fn register(&self, slot: Slot) -> Result<u64, Death> {
+    /// Gives a request its id, unless the worker is already dead.
+    pub(crate) fn register(&self, reply: ReplyTo) -> Result<u64, Death> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut t = self.table();
         if let Some(death) = &t.dead {
             return Err(death.clone());
         }
-        t.slots.insert(id, slot);
+        t.replies.insert(id, reply);
         Ok(id)
     }
 
-    /// Takes the slot of request `id`, settling it.
-    pub(crate) fn take(&self, id: u64) -> Option<Slot> {
-        let slot = self.table().slots.remove(&id);
-        if slot.is_some() && self.settle_waiters.load(Ordering::Acquire) > 0 {
+    /// Takes where the answer to request `id` goes; the request is settled.
+    pub(crate) fn take(&self, id: u64) -> Option<ReplyTo> {
+        let reply = self.table().replies.remove(&id);
+        if reply.is_some() && self.settle_waiters.load(Ordering::Acquire) > 0 {
             self.gone.notify_all();
         }
-        slot
+        reply
     }
 
     /// Whether request `id` is still waiting for its outcome.
     pub(crate) fn is_pending(&self, id: u64) -> bool {
-        self.table().slots.contains_key(&id)
+        self.table().replies.contains_key(&id)
     }
 
     /// Passes a chunk to stream `id`, if it is still open.
     pub(crate) fn chunk(&self, id: u64, v: Value) {
-        if let Some(Slot::Stream(tx)) = self.table().slots.get(&id) {
+        if let Some(ReplyTo::Stream(tx)) = self.table().replies.get(&id) {
             let _ = tx.send(Ok(v));
         }
     }
@@ -105,7 +108,7 @@ impl Pending {
         // either sees this waiter or ran before the check below.
         self.settle_waiters.fetch_add(1, Ordering::AcqRel);
         let _leave = Leave(&self.settle_waiters);
-        while t.slots.contains_key(&id) {
+        while t.replies.contains_key(&id) {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return false;
             };
@@ -123,13 +126,13 @@ impl Pending {
         self.table().killed_for_cancel = Some(id);
     }
 
-    /// Records the death, so later requests fail at once, and takes every slot
+    /// Records the death, so later requests fail at once, and takes every request
     /// still waiting, with the call (if any) whose cancellation killed the worker.
-    pub(crate) fn fail_all(&self, death: &Death) -> (HashMap<u64, Slot>, Option<u64>) {
+    pub(crate) fn fail_all(&self, death: &Death) -> (HashMap<u64, ReplyTo>, Option<u64>) {
         let taken = {
             let mut t = self.table();
             t.dead = Some(death.clone());
-            (std::mem::take(&mut t.slots), t.killed_for_cancel)
+            (std::mem::take(&mut t.replies), t.killed_for_cancel)
         };
         self.gone.notify_all();
         taken

@@ -11,9 +11,8 @@
 //! `env.rs`, its greeting in `handshake.rs`, and the table of requests it owes an
 //! answer in `pending.rs`.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 use cjm_core::{CancelPhase, JobErrorContext, PluginError, PluginRef, RaisedException, WorkerExit};
@@ -28,8 +27,9 @@ use crate::completion::Completion;
 use crate::error::{Death, WorkerError};
 use crate::event::{Event, EventHub};
 use crate::handshake::{self, Handshake};
-use crate::logs;
-use crate::pending::{self, Pending, Slot};
+use crate::lock::lock;
+use crate::logs::{self, StderrTail};
+use crate::pending::{Pending, ReplyTo};
 use crate::shared::{self, ChannelRelease, HostSegments};
 use crate::spec::WorkerSpec;
 
@@ -78,7 +78,7 @@ impl Process {
         let pid = child.id();
         let channel = Arc::new(host_end);
         let events = EventHub::default();
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_tail = StderrTail::default();
         let log = logs::open_log(spec);
         let logs_done = logs::start_log_threads(streams, log, &events, &stderr_tail, &plugin);
         let (hello, info) = match handshake::run(&channel, spec.start_timeout) {
@@ -155,10 +155,7 @@ impl Process {
                 python: spec.python.clone(),
                 source,
             })?;
-        proc.threads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend([reader_handle, waiter_handle]);
+        lock(&proc.threads).extend([reader_handle, waiter_handle]);
         Ok(proc)
     }
 
@@ -166,15 +163,15 @@ impl Process {
         PluginRef::new(self.plugin.clone())
     }
 
-    /// Registers a slot and sends the call.
-    pub(crate) fn start(&self, call: &Call, slot: Slot) -> Result<u64, WorkerError> {
+    /// Registers the call and sends it.
+    pub(crate) fn start(&self, call: &Call, reply: ReplyTo) -> Result<u64, WorkerError> {
         let body = match shared::with_large_bytes_shared(call, &self.pool) {
             Ok(Some(prepared)) => prepared.encode(Side::Host),
             Ok(None) => call.encode(Side::Host),
             Err(e) => Err(e),
         }
         .map_err(|e| self.proto(e))?;
-        let id = self.register(slot)?;
+        let id = self.register(reply)?;
         if let Err(e) = self.channel.send(Kind::Call, id, &body) {
             self.pending.take(id);
             return Err(self.dead_or(e));
@@ -182,9 +179,9 @@ impl Process {
         Ok(id)
     }
 
-    /// Registers a slot for a control request (ping, stats) and sends it.
-    pub(crate) fn start_control(&self, kind: Kind, slot: Slot) -> Result<u64, WorkerError> {
-        let id = self.register(slot)?;
+    /// Registers a control request (ping, stats) and sends it.
+    pub(crate) fn start_control(&self, kind: Kind, reply: ReplyTo) -> Result<u64, WorkerError> {
+        let id = self.register(reply)?;
         if let Err(e) = self.send_control(kind, id) {
             self.pending.take(id);
             return Err(e);
@@ -192,17 +189,17 @@ impl Process {
         Ok(id)
     }
 
-    /// Gives a request its id and slot, unless the worker is already dead.
-    fn register(&self, slot: Slot) -> Result<u64, WorkerError> {
+    /// Gives a request its id, unless the worker is already dead.
+    fn register(&self, reply: ReplyTo) -> Result<u64, WorkerError> {
         self.pending
-            .register(slot)
+            .register(reply)
             .map_err(|death| WorkerError::Died {
                 plugin: self.plugin.clone(),
                 death,
             })
     }
 
-    /// Drops the slot of a request nobody waits for any more.
+    /// Drops a request nobody waits for any more.
     pub(crate) fn forget(&self, id: u64) {
         self.pending.take(id);
     }
@@ -277,26 +274,26 @@ impl Process {
             Ok(m) => m,
             Err(e) => {
                 // The call this frame answers fails; other calls go on.
-                if let Some(slot) = self.pending.take(id) {
-                    pending::complete(slot, Err(self.proto(e)));
+                if let Some(reply) = self.pending.take(id) {
+                    reply.settle(Err(self.proto(e)));
                 }
                 return;
             }
         };
         match msg {
             Message::Result(v) | Message::Stats(v) => {
-                if let Some(slot) = self.pending.take(id) {
-                    pending::complete(slot, Ok(v));
+                if let Some(reply) = self.pending.take(id) {
+                    reply.settle(Ok(v));
                 }
             }
             Message::Pong => {
-                if let Some(slot) = self.pending.take(id) {
-                    pending::complete(slot, Ok(Value::None));
+                if let Some(reply) = self.pending.take(id) {
+                    reply.settle(Ok(Value::None));
                 }
             }
             Message::Error(v) => {
-                if let Some(slot) = self.pending.take(id) {
-                    pending::complete(slot, Err(self.raised(&v)));
+                if let Some(reply) = self.pending.take(id) {
+                    reply.settle(Err(self.raised(&v)));
                 }
             }
             Message::Chunk(v) => {
@@ -353,12 +350,7 @@ impl Process {
         WorkerError::Plugin(PluginError::Raised(Box::new(job_error)))
     }
 
-    fn wait_loop(
-        &self,
-        mut child: ChildProc,
-        tail: &Mutex<VecDeque<String>>,
-        logs_done: &mpsc::Receiver<()>,
-    ) {
+    fn wait_loop(&self, mut child: ChildProc, tail: &StderrTail, logs_done: &mpsc::Receiver<()>) {
         let exit = child.wait();
         // What the worker started and left behind (a `setsid` grandchild) goes too.
         if let Some(cg) = &self.cgroup {
@@ -375,16 +367,11 @@ impl Process {
             oom_evidence,
             log_file: self.log_file.clone(),
             killed_by_host,
-            stderr_tail: tail
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .cloned()
-                .collect(),
+            stderr_tail: tail.lines(),
         };
         let _ = self.death.set(death.clone());
-        let (slots, killed_for_cancel) = self.pending.fail_all(&death);
-        for (id, slot) in slots {
+        let (replies, killed_for_cancel) = self.pending.fail_all(&death);
+        for (id, reply) in replies {
             let err = if killed_for_cancel == Some(id) {
                 WorkerError::Plugin(PluginError::Cancelled {
                     plugin: self.plugin_ref(),
@@ -396,7 +383,7 @@ impl Process {
                     death: death.clone(),
                 }
             };
-            pending::complete(slot, Err(err));
+            reply.settle(Err(err));
         }
         // Wake the reader if a leaked descendant keeps the worker's end open.
         self.channel.shutdown();
@@ -453,8 +440,7 @@ impl Process {
         if self.death.get().is_none() {
             return;
         }
-        let handles =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let handles = std::mem::take(&mut *lock(&self.threads));
         let me = std::thread::current().id();
         for h in handles {
             if h.thread().id() != me {
@@ -483,7 +469,7 @@ fn abandon(
     child: &mut ChildProc,
     channel: &Channel,
     logs_done: &mpsc::Receiver<()>,
-    stderr_tail: &Mutex<VecDeque<String>>,
+    stderr_tail: &StderrTail,
 ) -> WorkerError {
     // A worker that closed its channel is on its way out: its own status says
     // why (`sys.exit(2)` in the plugin's `__init__`), not our kill.
@@ -501,17 +487,11 @@ fn abandon(
     }
     .filter(|_| failure.exited);
     logs::drain_logs(logs_done);
-    let tail = stderr_tail
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .cloned()
-        .collect();
     WorkerError::Handshake {
         plugin: plugin.to_owned(),
         reason: failure.reason,
         exit,
-        stderr_tail: tail,
+        stderr_tail: stderr_tail.lines(),
     }
 }
 

@@ -1,3 +1,6 @@
+//! What a worker is started from: [`WorkerSpec`] (interpreter, plugin module and
+//! class, environment, log file, timeouts) and [`StartMethod`] (executed or forked).
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +13,8 @@ pub enum StartMethod {
     Spawn,
     /// Forked from a warm interpreter that has already imported the worker
     /// runtime, one such forkserver per interpreter and startup environment: about
-    /// a millisecond each. The worker gets the same environment, working
+    /// 4 ms of CPU each, most of it copy-on-write page faults (bench/RESULTS.md).
+    /// The worker gets the same environment, working
     /// directory, `sys.path`, process group and output pipes as with `Spawn`.
     /// Falls back to `Spawn` (with a warning in the log) when the environment's
     /// cjm-worker has no forkserver or it cannot start.

@@ -1,3 +1,9 @@
+//! The public handle on one worker: [`Worker`] (start, calls blocking and async,
+//! streams, pings, stats, phased cancel, restart, graceful stop) and the types a
+//! call hands back ([`PendingCall`], [`CallStream`]) or takes ([`CallOptions`],
+//! [`CancelPolicy`]). The process itself, and everything that runs while it
+//! lives, is in `process.rs`.
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -7,7 +13,8 @@ use cjm_proto::{Call, Hello, Kind, ShmBufferMut, Value};
 use crate::completion::{Completion, Wait};
 use crate::error::{Death, WorkerError};
 use crate::event::Event;
-use crate::pending::{Outcome, Slot};
+use crate::lock::lock;
+use crate::pending::{Outcome, ReplyTo};
 use crate::process::Process;
 use crate::spec::WorkerSpec;
 use crate::stats::{self, WorkerStats};
@@ -185,13 +192,7 @@ impl Worker {
     }
 
     fn process(&self) -> Arc<Process> {
-        Arc::clone(
-            &self
-                .inner
-                .process
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        Arc::clone(&lock(&self.inner.process))
     }
 
     /// The plugin's name.
@@ -248,7 +249,7 @@ impl Worker {
             args,
             kwargs,
         };
-        let id = p.start(&call, Slot::Call(Arc::clone(&completion)))?;
+        let id = p.start(&call, ReplyTo::Call(Arc::clone(&completion)))?;
         Ok(PendingCall {
             id,
             plugin: p.plugin.clone(),
@@ -340,7 +341,7 @@ impl Worker {
             args,
             kwargs,
         };
-        let id = p.start(&call, Slot::Stream(tx))?;
+        let id = p.start(&call, ReplyTo::Stream(tx))?;
         Ok(CallStream { id, rx })
     }
 
@@ -361,7 +362,7 @@ impl Worker {
         let p = self.process();
         let completion = Arc::new(Completion::new());
         // Control requests use the call table for their answers.
-        let id = p.start_control(kind, Slot::Call(Arc::clone(&completion)))?;
+        let id = p.start_control(kind, ReplyTo::Call(Arc::clone(&completion)))?;
         if let Some(outcome) = completion.wait(Some(timeout)) {
             return outcome;
         }
@@ -436,11 +437,7 @@ impl Worker {
         old.kill();
         let _ = old.wait_exit(Some(Duration::from_secs(5)));
         let fresh = Process::spawn(&self.inner.spec)?;
-        *self
-            .inner
-            .process
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = fresh;
+        *lock(&self.inner.process) = fresh;
         Ok(())
     }
 
