@@ -8,12 +8,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cjm_core::WorkerExit;
 pub(crate) use rustix::process::Signal;
 
 use crate::cgroup::WorkerCgroup;
+use crate::deadline::Deadline;
 use crate::env::worker_env;
 use crate::forkserver::{self, Forked};
 use crate::lock::lock;
@@ -129,25 +130,22 @@ impl ChildProc {
         }
     }
 
-    /// The exit, if it comes within `limit` (a worker that closed its channel is
-    /// usually exiting); `None` when it does not, or cannot be known.
-    pub(crate) fn wait_for(&mut self, limit: Duration) -> Option<WorkerExit> {
-        let deadline = Instant::now() + limit;
+    /// The exit, if it comes before `deadline` (a worker that closed its channel
+    /// is usually exiting); `None` when it does not, or cannot be known.
+    pub(crate) fn wait_until(&mut self, deadline: &Deadline) -> Option<WorkerExit> {
         let status = match self {
+            // A child has no event to wait on short of `waitpid`, which cannot time
+            // out: poll, sleeping in real time between looks.
             Self::Exec(c) => loop {
                 match c.try_wait() {
                     Ok(Some(s)) => break s,
-                    Ok(None) if Instant::now() < deadline => {
+                    Ok(None) if deadline.next_wait().is_some() => {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                     Ok(None) | Err(_) => return None,
                 }
             },
-            Self::Forked(f) => std::process::ExitStatus::from_raw(
-                f.exit
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                    .ok()?,
-            ),
+            Self::Forked(f) => std::process::ExitStatus::from_raw(deadline.recv(&f.exit).ok()?),
         };
         Some(exit_of(status))
     }

@@ -34,6 +34,7 @@ use rustix::net::{
     SendFlags, SocketFlags, SocketType,
 };
 
+use crate::deadline::Deadline;
 use crate::lock::lock;
 use crate::logs::StderrTail;
 use crate::spec::WorkerSpec;
@@ -45,6 +46,8 @@ const MAX_REQUEST: usize = 64 * 1024;
 /// for every environment ever used.
 const IDLE_EXIT: Duration = Duration::from_mins(5);
 /// How long to wait before trying again to start a server that failed to start.
+/// On `Instant`, not a spec's clock: servers are shared by every spec whose
+/// interpreter and startup environment match, and their clocks may differ.
 const RETRY_AFTER: Duration = Duration::from_mins(1);
 
 /// A worker the server forked.
@@ -136,7 +139,9 @@ pub(crate) fn fork(
     // on a fresh server.
     let mut outcome = Err(ForkError::Gone);
     for _ in 0..2 {
-        outcome = server(&key, spec.start_timeout)?.fork(&fields, fds, spec.start_timeout);
+        // Each wait (a server's start, then its answer) has the start timeout.
+        let within = || Deadline::after(&spec.clock, spec.start_timeout);
+        outcome = server(&key, &within())?.fork(&fields, fds, &within());
         if !matches!(outcome, Err(ForkError::Gone)) {
             break;
         }
@@ -171,7 +176,7 @@ fn env_memfd(env: &[(OsString, OsString)]) -> std::io::Result<OwnedFd> {
 }
 
 /// The running server for `key`, starting one if there is none.
-fn server(key: &Key, timeout: Duration) -> Option<Arc<Server>> {
+fn server(key: &Key, deadline: &Deadline) -> Option<Arc<Server>> {
     let state = Arc::clone(
         lock(servers())
             .entry(key.clone())
@@ -184,7 +189,7 @@ fn server(key: &Key, timeout: Duration) -> Option<Arc<Server>> {
         ServerState::Unavailable(since) if since.elapsed() < RETRY_AFTER => return None,
         _ => {}
     }
-    match Server::start(key, timeout) {
+    match Server::start(key, deadline) {
         Ok(s) => {
             *state = ServerState::Running(Arc::clone(&s));
             Some(s)
@@ -232,7 +237,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(key: &Key, timeout: Duration) -> Result<Arc<Self>, String> {
+    fn start(key: &Key, deadline: &Deadline) -> Result<Arc<Self>, String> {
         let (ctl, child_end) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -277,7 +282,7 @@ impl Server {
             .name(format!("cjm-forkserver-{pid}"))
             .spawn(move || reader.read_loop(child, &ready_tx))
             .map_err(|e| format!("cannot start its reader thread: {e}"))?;
-        match ready_rx.recv_timeout(timeout) {
+        match deadline.recv(&ready_rx) {
             Ok(()) => {
                 tracing::debug!(python = %key.python.display(), pid, "forkserver ready");
                 Ok(server)
@@ -291,7 +296,7 @@ impl Server {
                 let tail = tail.lines().join("\n");
                 let what = match e {
                     mpsc::RecvTimeoutError::Timeout => {
-                        format!("no answer within {:.1}s", timeout.as_secs_f64())
+                        format!("no answer within {:.1}s", deadline.limit().as_secs_f64())
                     }
                     mpsc::RecvTimeoutError::Disconnected => "it exited at once".to_owned(),
                 };
@@ -316,7 +321,7 @@ impl Server {
         &self,
         fields: &[&OsStr; 3],
         fds: [BorrowedFd<'_>; 4],
-        timeout: Duration,
+        deadline: &Deadline,
     ) -> Result<Forked, ForkError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut body = b"spawn\0".to_vec();
@@ -354,11 +359,11 @@ impl Server {
                 e => ForkError::Failed(format!("sending the request failed: {e}")),
             });
         }
-        rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        deadline.recv(&rx).unwrap_or_else(|_| {
             forget();
             Err(ForkError::Failed(format!(
                 "no answer within {:.1}s",
-                timeout.as_secs_f64()
+                deadline.limit().as_secs_f64()
             )))
         })
     }

@@ -1,10 +1,10 @@
 //! The worker's greeting: `Hello` with a protocol this host speaks, then `Ready` or
 //! `LoadFailed`, within the start timeout.
 
-use std::sync::{Arc, mpsc};
-use std::time::Duration;
-
 use cjm_proto::{Channel, DecodeCtx, Hello, Message, PROTOCOL, Value};
+use std::sync::{Arc, mpsc};
+
+use crate::deadline::Deadline;
 
 /// How a greeting ended.
 pub(crate) enum Handshake {
@@ -25,10 +25,11 @@ pub(crate) struct Failure {
 /// The handshake's reason when the worker closed its channel before greeting.
 const EXITED_BEFORE_GREETING: &str = "it exited before greeting the host";
 
-/// Reads the greeting within `timeout`. The reader thread is not running yet, so
-/// frames are read here directly, on a helper thread that is abandoned when the
-/// timeout fires (it ends once the caller shuts the channel down).
-pub(crate) fn run(channel: &Arc<Channel>, timeout: Duration) -> Result<Handshake, Failure> {
+/// Reads the greeting before `deadline` (the start timeout). The reader thread is
+/// not running yet, so frames are read here directly, on a helper thread that is
+/// abandoned when the deadline passes (it ends once the caller shuts the channel
+/// down).
+pub(crate) fn run(channel: &Arc<Channel>, deadline: &Deadline) -> Result<Handshake, Failure> {
     let (tx, rx) = mpsc::channel();
     let ch = Arc::clone(channel);
     let _ = std::thread::Builder::new()
@@ -36,9 +37,9 @@ pub(crate) fn run(channel: &Arc<Channel>, timeout: Duration) -> Result<Handshake
         .spawn(move || {
             let _ = tx.send(greeting(&ch));
         });
-    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+    deadline.recv(&rx).unwrap_or_else(|_| {
         Err(Failure {
-            reason: format!("no answer within {:.1}s", timeout.as_secs_f64()),
+            reason: format!("no answer within {:.1}s", deadline.limit().as_secs_f64()),
             exited: false,
         })
     })

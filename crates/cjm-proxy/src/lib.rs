@@ -9,6 +9,7 @@
 mod cgroup;
 mod child;
 mod completion;
+mod deadline;
 mod env;
 mod error;
 mod event;

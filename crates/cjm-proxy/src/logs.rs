@@ -6,9 +6,12 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use cjm_core::SharedClock;
 
 use crate::child::Stream;
+use crate::deadline::Deadline;
 use crate::event::{Event, EventHub};
 use crate::lock::lock;
 use crate::spec::WorkerSpec;
@@ -44,10 +47,11 @@ pub(crate) fn open_log(spec: &WorkerSpec) -> Option<LogFile> {
     if let Some(dir) = path.parent() {
         let _ = fs_err::create_dir_all(dir);
     }
-    let mut log = LogFile::open(path.clone())
+    let mut log = LogFile::open(path.clone(), SharedClock::clone(&spec.clock))
         .map_err(|e| tracing::warn!(error = %e, "cannot open the worker's log file"))
         .ok()?;
-    log.write(format!("\n--- Starting {} at {} ---\n", spec.plugin, log_stamp()).as_bytes());
+    let started = log_stamp(spec.clock.wall());
+    log.write(format!("\n--- Starting {} at {started} ---\n", spec.plugin).as_bytes());
     Some(log)
 }
 
@@ -70,16 +74,19 @@ pub(crate) struct LogFile {
     path: PathBuf,
     file: fs_err::File,
     since_check: u64,
+    /// Where the rotation notes' stamps come from (the spec's clock).
+    clock: SharedClock,
 }
 
 impl LogFile {
-    fn open(path: PathBuf) -> std::io::Result<Self> {
+    fn open(path: PathBuf, clock: SharedClock) -> std::io::Result<Self> {
         let file = Self::append(&path)?;
         let mut log = Self {
             path,
             file,
             // Look at the size before the first write.
             since_check: LOG_CHECK_EVERY,
+            clock,
         };
         log.check();
         Ok(log)
@@ -127,7 +134,7 @@ impl LogFile {
             let _ = writeln!(
                 f,
                 "--- log rotated at {} after {} bytes; the part before is in {} ---",
-                log_stamp(),
+                log_stamp(self.clock.wall()),
                 mine.len(),
                 Path::new(&old).display()
             );
@@ -138,11 +145,11 @@ impl LogFile {
 
 /// The time written in the log's `--- Starting … at … ---` header and rotation
 /// notes: ISO-8601 in UTC, to the second (`2026-01-01T00:00:00+00:00`).
-fn log_stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+fn log_stamp(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    cjm_core::isoformat_utc(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+    cjm_core::isoformat_utc(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// Starts one thread per stream that copies its lines to the log file, to
@@ -203,10 +210,9 @@ pub(crate) fn start_log_threads(
 /// tail explains the death. A descendant that keeps the pipes open would hold them
 /// forever, so the wait is bounded.
 pub(crate) fn drain_logs(logs_done: &mpsc::Receiver<()>) {
-    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    let deadline = Deadline::real(Duration::from_millis(500));
     for _ in 0..2 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if logs_done.recv_timeout(left).is_err() {
+        if deadline.recv(logs_done).is_err() {
             break;
         }
     }

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use cjm_proto::Value;
 
 use crate::completion::Completion;
+use crate::deadline::Deadline;
 use crate::error::{Death, WorkerError};
 use crate::lock::lock;
 
@@ -100,21 +100,20 @@ impl Pending {
         }
     }
 
-    /// Waits until request `id` has its outcome, or `timeout` passes; true if it has.
-    pub(crate) fn wait_settled(&self, id: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+    /// Waits until request `id` has its outcome, or `deadline` passes; true if it has.
+    pub(crate) fn wait_settled(&self, id: u64, deadline: &Deadline) -> bool {
         let mut t = self.table();
         // Counted under the lock, so `take` (which removes under the same lock)
         // either sees this waiter or ran before the check below.
         self.settle_waiters.fetch_add(1, Ordering::AcqRel);
         let _leave = Leave(&self.settle_waiters);
         while t.replies.contains_key(&id) {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            let Some(wait) = deadline.next_wait() else {
                 return false;
             };
             t = self
                 .gone
-                .wait_timeout(t, left)
+                .wait_timeout(t, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
-use cjm_core::{CancelPhase, JobErrorContext, PluginError, PluginRef, RaisedException, WorkerExit};
+use cjm_core::{
+    CancelPhase, JobErrorContext, PluginError, PluginRef, RaisedException, SharedClock, WorkerExit,
+};
 use cjm_proto::{
     Call, Channel, DecodeCtx, Frame, Hello, Kind, Message, PeerSegments, ReleaseSink, ShmPool,
     Side, Value,
@@ -24,6 +26,7 @@ use cjm_proto::{
 use crate::cgroup::WorkerCgroup;
 use crate::child::{self, ChildProc, Signal};
 use crate::completion::Completion;
+use crate::deadline::Deadline;
 use crate::error::{Death, WorkerError};
 use crate::event::{Event, EventHub};
 use crate::handshake::{self, Handshake};
@@ -55,6 +58,9 @@ pub(crate) struct Process {
     cgroup: Option<WorkerCgroup>,
     pub(crate) events: EventHub,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The spec's clock: wall stamps and the deadlines of starting, stopping and
+    /// cancelling.
+    clock: SharedClock,
 }
 
 impl Process {
@@ -81,19 +87,20 @@ impl Process {
         let stderr_tail = StderrTail::default();
         let log = logs::open_log(spec);
         let logs_done = logs::start_log_threads(streams, log, &events, &stderr_tail, &plugin);
-        let (hello, info) = match handshake::run(&channel, spec.start_timeout) {
+        let start_deadline = Deadline::after(&spec.clock, spec.start_timeout);
+        let (hello, info) = match handshake::run(&channel, &start_deadline) {
             Ok(Handshake::Ready(h, info)) => (h, info),
             Ok(Handshake::LoadFailed(v)) => {
                 let raised = raised_from_value(&v);
                 let job_error = raised.to_job_error(
-                    &JobErrorContext::new(std::time::SystemTime::now()).with_plugin(plugin.clone()),
+                    &JobErrorContext::new(spec.clock.wall()).with_plugin(plugin.clone()),
                 );
                 let failure = handshake::Failure {
                     reason: String::new(),
                     exited: false,
                 };
                 let _ = abandon(
-                    &plugin,
+                    spec,
                     failure,
                     &mut child,
                     &channel,
@@ -107,7 +114,7 @@ impl Process {
             }
             Err(failure) => {
                 return Err(abandon(
-                    &plugin,
+                    spec,
                     failure,
                     &mut child,
                     &channel,
@@ -135,6 +142,7 @@ impl Process {
             cgroup,
             events,
             threads: Mutex::default(),
+            clock: SharedClock::clone(&spec.clock),
         });
 
         let reader = Arc::clone(&proc);
@@ -211,15 +219,13 @@ impl Process {
         }
     }
 
+    /// A failed send as the worker's death, when it is dying; as `e` otherwise.
     fn dead_or(&self, e: cjm_proto::ProtoError) -> WorkerError {
-        match self.exited.wait(Some(Duration::from_secs(1))) {
-            Some(death) => {
-                self.exited.complete(death.clone());
-                WorkerError::Died {
-                    plugin: self.plugin.clone(),
-                    death,
-                }
-            }
+        match self.wait_exit(Some(&Deadline::real(Duration::from_secs(1)))) {
+            Some(death) => WorkerError::Died {
+                plugin: self.plugin.clone(),
+                death,
+            },
             None => self.proto(e),
         }
     }
@@ -235,9 +241,14 @@ impl Process {
         self.pending.is_pending(id)
     }
 
-    /// Waits until call `id` has its outcome, or `timeout` passes; true if it has.
-    pub(crate) fn wait_settled(&self, id: u64, timeout: Duration) -> bool {
-        self.pending.wait_settled(id, timeout)
+    /// Waits until call `id` has its outcome, or `deadline` passes; true if it has.
+    pub(crate) fn wait_settled(&self, id: u64, deadline: &Deadline) -> bool {
+        self.pending.wait_settled(id, deadline)
+    }
+
+    /// `limit` from now on the worker's clock.
+    pub(crate) fn deadline(&self, limit: Duration) -> Deadline {
+        Deadline::after(&self.clock, limit)
     }
 
     fn read_loop(&self) {
@@ -331,7 +342,7 @@ impl Process {
         let raised = raised_from_value(v);
         let phase = v.get("cancel_phase").and_then(Value::as_str);
         let job_error = raised.to_job_error(
-            &JobErrorContext::new(std::time::SystemTime::now()).with_plugin(self.plugin.clone()),
+            &JobErrorContext::new(self.clock.wall()).with_plugin(self.plugin.clone()),
         );
         let cancelled_class = raised
             .mro
@@ -423,12 +434,19 @@ impl Process {
         }
     }
 
-    /// Waits for the process to exit.
-    pub(crate) fn wait_exit(&self, timeout: Option<Duration>) -> Option<Death> {
+    /// Waits for the process to exit, until `deadline` if one is given.
+    pub(crate) fn wait_exit(&self, deadline: Option<&Deadline>) -> Option<Death> {
         if let Some(d) = self.death.get() {
             return Some(d.clone());
         }
-        let d = self.exited.wait(timeout)?;
+        let d = match deadline {
+            None => self.exited.wait(None)?,
+            Some(deadline) => loop {
+                if let Some(d) = self.exited.wait(Some(deadline.next_wait()?)) {
+                    break d;
+                }
+            },
+        };
         // Put it back for other waiters.
         self.exited.complete(d.clone());
         Some(d)
@@ -464,7 +482,7 @@ impl Drop for Process {
 
 /// Ends a worker that did not greet the host as it should, and says why.
 fn abandon(
-    plugin: &str,
+    spec: &WorkerSpec,
     failure: handshake::Failure,
     child: &mut ChildProc,
     channel: &Channel,
@@ -474,7 +492,7 @@ fn abandon(
     // A worker that closed its channel is on its way out: its own status says
     // why (`sys.exit(2)` in the plugin's `__init__`), not our kill.
     let own = if failure.exited {
-        child.wait_for(Duration::from_secs(2))
+        child.wait_until(&Deadline::real(Duration::from_secs(2)))
     } else {
         None
     };
@@ -488,7 +506,7 @@ fn abandon(
     .filter(|_| failure.exited);
     logs::drain_logs(logs_done);
     WorkerError::Handshake {
-        plugin: plugin.to_owned(),
+        plugin: spec.plugin.clone(),
         reason: failure.reason,
         exit,
         stderr_tail: stderr_tail.lines(),

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cjm_core::{SharedClock, SystemClock};
+
 /// How a worker's process is started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StartMethod {
@@ -59,6 +61,15 @@ pub struct WorkerSpec {
     pub stop_grace: Duration,
     /// Whether the process is executed or forked from a forkserver.
     pub start_method: StartMethod,
+    /// Where the worker's wall stamps (an error's `occurred_at`, the log's
+    /// headers) and the deadlines the proxy sets itself come from: the start
+    /// timeout, the cleanup timeout and stop grace of a stop, and
+    /// [`CancelPolicy::grace`](crate::CancelPolicy::grace). With a `ManualClock`
+    /// those deadlines pass only when the clock is moved past them (the waits
+    /// block in real time and look at the clock every 50 ms). A caller's own
+    /// timeouts (`CallOptions`, pings, stats, `Worker::wait_exit_blocking`) and the
+    /// proxy's safety bounds after a kill are on the system's clock.
+    pub clock: SharedClock,
 }
 
 impl WorkerSpec {
@@ -85,6 +96,7 @@ impl WorkerSpec {
             cleanup_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
             start_method: StartMethod::Spawn,
+            clock: SystemClock::shared(),
         }
     }
 
@@ -106,6 +118,13 @@ impl WorkerSpec {
     #[must_use]
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.start_method = method;
+        self
+    }
+
+    /// Sets the clock (the system's by default).
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -136,6 +155,7 @@ impl std::fmt::Debug for WorkerSpec {
             .field("cleanup_timeout", &self.cleanup_timeout)
             .field("stop_grace", &self.stop_grace)
             .field("start_method", &self.start_method)
+            .field("clock", &self.clock)
             .finish()
     }
 }
