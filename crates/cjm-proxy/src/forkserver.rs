@@ -34,13 +34,13 @@ use rustix::net::{
     SendFlags, SocketFlags, SocketType,
 };
 
+use cjm_proto::{FDS_PER_REQUEST, FORK_PROTOCOL, ForkReply, SpawnRequest};
+
 use crate::deadline::Deadline;
 use crate::lock::lock;
 use crate::logs::StderrTail;
 use crate::spec::WorkerSpec;
 
-/// The server's receive buffer (`MAX_MESSAGE` in `_forkserver.py`).
-const MAX_REQUEST: usize = 64 * 1024;
 /// A server with no worker for this long exits; the next worker starts another
 /// (one interpreter start, 40–60 ms). Idle servers would otherwise hold ~10 MB each
 /// for every environment ever used.
@@ -128,11 +128,12 @@ pub(crate) fn fork(
             return None;
         }
     };
-    let fields = [
-        OsStr::new(&spec.module),
-        OsStr::new(&spec.class),
-        cwd.as_os_str(),
-    ];
+    let mut request = SpawnRequest {
+        id: 0,
+        module: spec.module.clone(),
+        class: spec.class.clone(),
+        cwd: cwd.to_path_buf(),
+    };
     let [channel, stdout, stderr] = fds;
     let fds = [channel, stdout, stderr, env_fd.as_fd()];
     // A server may exit (idle) just as a request reaches it: then one more try,
@@ -141,7 +142,7 @@ pub(crate) fn fork(
     for _ in 0..2 {
         // Each wait (a server's start, then its answer) has the start timeout.
         let within = || Deadline::after(&spec.clock, spec.start_timeout);
-        outcome = server(&key, &within())?.fork(&fields, fds, &within());
+        outcome = server(&key, &within())?.fork(&mut request, fds, &within());
         if !matches!(outcome, Err(ForkError::Gone)) {
             break;
         }
@@ -283,9 +284,13 @@ impl Server {
             .spawn(move || reader.read_loop(child, &ready_tx))
             .map_err(|e| format!("cannot start its reader thread: {e}"))?;
         match deadline.recv(&ready_rx) {
-            Ok(()) => {
+            Ok(Ok(())) => {
                 tracing::debug!(python = %key.python.display(), pid, "forkserver ready");
                 Ok(server)
+            }
+            Ok(Err(mismatch)) => {
+                server.kill();
+                Err(mismatch)
             }
             Err(e) => {
                 server.kill();
@@ -319,28 +324,15 @@ impl Server {
 
     fn fork(
         &self,
-        fields: &[&OsStr; 3],
-        fds: [BorrowedFd<'_>; 4],
+        request: &mut SpawnRequest,
+        fds: [BorrowedFd<'_>; FDS_PER_REQUEST],
         deadline: &Deadline,
     ) -> Result<Forked, ForkError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut body = b"spawn\0".to_vec();
-        body.extend_from_slice(id.to_string().as_bytes());
-        for f in fields {
-            if f.as_bytes().contains(&0) {
-                return Err(ForkError::Failed(
-                    "a module, class or directory name holds a NUL byte".into(),
-                ));
-            }
-            body.push(0);
-            body.extend_from_slice(f.as_bytes());
-        }
-        if body.len() > MAX_REQUEST {
-            return Err(ForkError::Failed(format!(
-                "the request is too large ({} bytes)",
-                body.len()
-            )));
-        }
+        request.id = id;
+        let body = request
+            .encode()
+            .map_err(|e| ForkError::Failed(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         {
             let mut st = lock(&self.requests);
@@ -368,38 +360,35 @@ impl Server {
         })
     }
 
-    /// Reads the server's messages until it exits, then reaps it.
-    fn read_loop(&self, mut child: Child, ready: &mpsc::Sender<()>) {
+    /// Reads the server's messages until it exits, then reaps it. The greeting's
+    /// protocol goes to `ready`: `Ok` when this host speaks it, else why not.
+    fn read_loop(&self, mut child: Child, ready: &mpsc::Sender<Result<(), String>>) {
         // Only this thread learns of children and their exits, so it alone holds
         // the senders of their statuses: no race between a fork and its exit.
         let mut exits: HashMap<u32, mpsc::Sender<i32>> = HashMap::new();
         let mut buf = vec![0u8; 64 * 1024];
         while let Some(n) = recv(&self.ctl, &mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let mut fields = text.splitn(3, ' ');
-            let what = fields.next().unwrap_or_default();
-            let first = fields.next().and_then(|f| f.parse::<u64>().ok());
-            let rest = fields.next().unwrap_or_default();
-            match (what, first) {
-                ("ready", _) => {
-                    let _ = ready.send(());
+            match ForkReply::decode(&buf[..n]) {
+                Ok(ForkReply::Ready { protocol, .. }) => {
+                    let _ = ready.send(check_protocol(protocol.as_deref()));
                 }
-                ("spawned", Some(id)) => {
-                    let pid = rest.trim().parse::<u32>().unwrap_or_default();
+                Ok(ForkReply::Spawned { id, pid }) => {
                     let (tx, rx) = mpsc::channel();
                     exits.insert(pid, tx);
                     self.answer(id, Ok(Forked { pid, exit: rx }));
                 }
-                ("failed", Some(id)) => self.answer(id, Err(ForkError::Failed(rest.to_owned()))),
-                ("exited", Some(pid)) => {
-                    let status = rest.trim().parse::<i32>().unwrap_or(-1);
-                    if let Some(tx) = u32::try_from(pid).ok().and_then(|p| exits.remove(&p)) {
+                Ok(ForkReply::Failed { id, reason }) => {
+                    self.answer(id, Err(ForkError::Failed(reason)));
+                }
+                Ok(ForkReply::Exited { pid, status }) => {
+                    if let Some(tx) = exits.remove(&pid) {
                         let _ = tx.send(status);
                     }
                 }
-                _ => tracing::warn!(
+                Err(e) => tracing::warn!(
                     pid = self.pid,
-                    "unreadable message from the forkserver: {text:?}"
+                    "unreadable message from the forkserver ({e}): {:?}",
+                    String::from_utf8_lossy(&buf[..n])
                 ),
             }
         }
@@ -433,8 +422,27 @@ impl Drop for Server {
     }
 }
 
-fn send(ctl: &OwnedFd, body: &[u8], fds: &[BorrowedFd<'_>; 4]) -> rustix::io::Result<()> {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+/// Whether this host can use a server that greets with `protocol`. A server of
+/// another protocol (an environment whose cjm-worker is older or newer than the
+/// host's) is not an error: its workers start with exec, which checks its own
+/// protocol in the worker's greeting and works with either.
+fn check_protocol(protocol: Option<&str>) -> Result<(), String> {
+    match protocol {
+        Some(p) if p == FORK_PROTOCOL => Ok(()),
+        theirs => Err(format!(
+            "it speaks {}, this host speaks {FORK_PROTOCOL} (its environment's cjm-worker does \
+             not match this host's; reinstall the plugin to fork its workers again)",
+            theirs.unwrap_or("an unversioned protocol, from before cjm-fork/1")
+        )),
+    }
+}
+
+fn send(
+    ctl: &OwnedFd,
+    body: &[u8],
+    fds: &[BorrowedFd<'_>; FDS_PER_REQUEST],
+) -> rustix::io::Result<()> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_REQUEST))];
     let mut anc = SendAncillaryBuffer::new(&mut space);
     anc.push(SendAncillaryMessage::ScmRights(fds));
     loop {
@@ -481,4 +489,24 @@ fn forward_stderr(
             let _ = done_tx.send(());
         });
     done_rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_of_another_protocol_is_refused_with_both_versions_named() {
+        assert_eq!(check_protocol(Some(FORK_PROTOCOL)), Ok(()));
+        let other = check_protocol(Some("cjm-fork/0")).unwrap_err();
+        assert!(
+            other.contains("it speaks cjm-fork/0, this host speaks cjm-fork/1"),
+            "{other}"
+        );
+        let old = check_protocol(None).unwrap_err();
+        assert!(
+            old.contains("unversioned") && old.contains("cjm-fork/1"),
+            "{old}"
+        );
+    }
 }
