@@ -251,6 +251,7 @@ impl Process {
         Deadline::after(&self.clock, limit)
     }
 
+    /// The reader thread: receives frames until the channel closes.
     fn read_loop(&self) {
         let segs = HostSegments {
             pool: &self.pool,
@@ -270,6 +271,8 @@ impl Process {
         }
     }
 
+    /// One frame from the worker: an answer settles its request; anything else
+    /// becomes an event or shared-memory bookkeeping.
     fn handle(&self, frame: Frame, segs: &HostSegments<'_>) {
         let Frame {
             header,
@@ -361,6 +364,8 @@ impl Process {
         WorkerError::Plugin(PluginError::Raised(Box::new(job_error)))
     }
 
+    /// The waiter thread: reaps the child, then records how it ended once and
+    /// fails every request still pending with it.
     fn wait_loop(&self, mut child: ChildProc, tail: &StderrTail, logs_done: &mpsc::Receiver<()>) {
         let exit = child.wait();
         // What the worker started and left behind (a `setsid` grandchild) goes too.
