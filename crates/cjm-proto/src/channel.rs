@@ -69,6 +69,7 @@ impl Channel {
     }
 
     /// Sends a frame whose body is in `body` (with the segments it references).
+    /// The segments it lends count as sent only if the frame leaves.
     pub fn send(&self, kind: Kind, id: u64, body: &Writer) -> Result<(), ProtoError> {
         let mut fds: Vec<BorrowedFd<'_>> = body.segments.iter().map(|s| s.fd()).collect();
         let spill;
@@ -94,7 +95,12 @@ impl Channel {
             id,
         }
         .encode();
-        self.send_raw(&[IoSlice::new(&header), IoSlice::new(inline)], &fds)
+        body.count_lent();
+        let sent = self.send_raw(&[IoSlice::new(&header), IoSlice::new(inline)], &fds);
+        if sent.is_err() {
+            body.uncount_lent();
+        }
+        sent
     }
 
     /// Sends a frame with an empty body.

@@ -60,6 +60,10 @@ pub struct Writer {
     pub buf: Vec<u8>,
     /// Segments whose fds must be attached to the frame, in fd-index order.
     pub segments: Vec<Arc<Segment>>,
+    /// One entry per reference to one of our own segments: the sends that
+    /// [`Channel::send`](crate::Channel::send) counts once the frame has left,
+    /// so a frame that never leaves lends nothing.
+    lent: Vec<Arc<Segment>>,
 }
 
 impl Writer {
@@ -124,8 +128,35 @@ impl Writer {
         Ok(())
     }
 
+    /// A tagged reference to `len` bytes at `offset` in one of our own segments,
+    /// lent to the peer: its fd rides along, and the send is counted (so the
+    /// segment stays out of the pool until the peer releases it) only once the
+    /// frame has left, by [`Channel::send`](crate::Channel::send).
+    pub fn lend_own(&mut self, segment: &Arc<Segment>, offset: usize, len: usize) {
+        self.u8(tag::SHM_BYTES);
+        self.shm_ref(segment, offset, len, true);
+        self.lent.push(Arc::clone(segment));
+    }
+
+    /// Owner side: counts the sends this frame makes, just before it goes; the
+    /// peer can only release what it received, so no release comes before this.
+    pub(crate) fn count_lent(&self) {
+        for s in &self.lent {
+            s.note_sent();
+        }
+    }
+
+    /// Owner side: takes back what [`Writer::count_lent`] counted, for a frame
+    /// that did not leave.
+    pub(crate) fn uncount_lent(&self) {
+        for s in &self.lent {
+            s.note_released(1);
+        }
+    }
+
     /// A shared-memory reference body (without the tag), attaching the segment's fd
-    /// unless `attach` is false (when the receiver owns the segment).
+    /// unless `attach` is false (when the receiver owns the segment). It counts no
+    /// send: for a segment of our own, [`Writer::lend_own`] does.
     pub fn shm_ref(&mut self, segment: &Arc<Segment>, offset: usize, len: usize, attach: bool) {
         let fd_index = if attach {
             let i = self
@@ -197,13 +228,15 @@ impl Writer {
                 self.len_bytes(bytes)
             }
             Buffer::Shm(s) => {
-                self.u8(tag::SHM_BYTES);
-                let owner = s.segment().id().owner();
-                let attach = owner == me;
-                if attach {
-                    s.segment().note_sent();
+                let len = s.as_slice().len();
+                if s.segment().id().owner() == me {
+                    self.lend_own(s.segment(), s.offset(), len);
+                } else {
+                    // The peer's own segment, going back: it needs no fd and
+                    // counts no send.
+                    self.u8(tag::SHM_BYTES);
+                    self.shm_ref(s.segment(), s.offset(), len, false);
                 }
-                self.shm_ref(s.segment(), s.offset(), s.as_slice().len(), attach);
                 Ok(())
             }
         }

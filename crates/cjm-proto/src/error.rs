@@ -1,3 +1,5 @@
+//! [`ProtoError`]: what goes wrong encoding, decoding or moving a frame.
+
 use std::io;
 
 /// Everything that can go wrong encoding, decoding or moving a frame.

@@ -197,7 +197,13 @@ impl Segment {
         self.writable.then_some(self.ptr.as_ptr())
     }
 
-    /// Owner side: one more frame lent this segment to the peer.
+    /// Owner side: one more frame lent this segment to the peer. A frame encoded
+    /// with [`Writer::lend_own`](crate::Writer::lend_own) (or
+    /// [`Writer::buffer`](crate::Writer::buffer)) is counted by
+    /// [`Channel::send`](crate::Channel::send) once it has left; call this only
+    /// for a reference written some other way, and only for a frame that goes: a
+    /// send counted for a frame that never leaves keeps the segment out of the
+    /// pool until [`ShmPool::forget_peer`].
     pub fn note_sent(&self) {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
     }

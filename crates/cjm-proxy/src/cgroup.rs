@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::lock::lock;
+
 /// The variable that tells a worker which `cgroup.kill` to write when its host dies.
 pub(crate) const KILL_VAR: &str = "CJM_CGROUP_KILL";
 /// The variable that tells a worker which cgroup to wait to be in before it runs
@@ -190,10 +192,7 @@ impl WorkerCgroup {
                 });
             Mutex::new(tx)
         });
-        let _ = mover
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send((self.dir.join("cgroup.procs"), pid));
+        let _ = lock(mover).send((self.dir.join("cgroup.procs"), pid));
     }
 
     /// The cgroup's path as the worker's `/proc/self/cgroup` will show it.

@@ -7,6 +7,8 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::lock::lock;
+
 struct State<T> {
     value: Option<T>,
     waker: Option<Waker>,
@@ -44,7 +46,7 @@ impl<T> Completion<T> {
     /// Fills the slot; a second fill is ignored (the first outcome wins).
     pub(crate) fn complete(&self, value: T) {
         let waker = {
-            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut s = lock(&self.state);
             if s.value.is_some() {
                 return;
             }
@@ -62,6 +64,13 @@ impl<T> Completion<T> {
     }
 
     /// Waits up to `timeout` (forever if `None`).
+    ///
+    /// On [`Instant`] rather than the spec's injected clock: every call waits
+    /// here, spinning first, and the spin reads the time on each turn; a
+    /// `SharedClock` behind a trait object (a lock, in a `ManualClock`) would cost
+    /// a measurable part of a round trip of about 15 µs. Waits that have a
+    /// deadline on the spec's clock (stop, cancel) call this in short slices and
+    /// read that clock between them (`deadline.rs`).
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> Option<T> {
         let started = Instant::now();
         let deadline = timeout.map(|t| started + t);
@@ -71,7 +80,7 @@ impl<T> Completion<T> {
             // fill the slot may need this very CPU.
             std::thread::yield_now();
         }
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = lock(&self.state);
         loop {
             if let Some(v) = s.value.take() {
                 return Some(v);
@@ -102,7 +111,7 @@ impl<T> Future for Wait<'_, T> {
     type Output = T;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut s = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = lock(&self.0.state);
         if let Some(v) = s.value.take() {
             return Poll::Ready(v);
         }

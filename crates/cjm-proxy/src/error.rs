@@ -1,3 +1,7 @@
+//! What goes wrong with a worker: [`WorkerError`] (it did not start, did not
+//! greet, could not load the plugin, the plugin failed, the worker died, a frame
+//! was malformed), each with a hint, and [`Death`], how a worker process ended.
+
 use std::fmt;
 use std::path::PathBuf;
 

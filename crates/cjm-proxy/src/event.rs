@@ -1,8 +1,13 @@
-use std::sync::{Arc, Mutex, PoisonError};
+//! What a worker pushes without being asked ([`Event`]: progress, usage, log
+//! records, output lines, cancel acknowledgements, its exit) and the hub that fans
+//! it out to subscribers without ever blocking the reader thread.
+
+use std::sync::{Arc, Mutex};
 
 use cjm_proto::Value;
 
 use crate::error::Death;
+use crate::lock::lock;
 
 /// Something a worker pushed (never polled).
 #[derive(Debug, Clone)]
@@ -65,15 +70,12 @@ pub(crate) struct EventHub {
 impl EventHub {
     pub(crate) fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.subs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(tx);
+        lock(&self.subs).push(tx);
         rx
     }
 
     pub(crate) fn emit(&self, e: &Event) {
-        let mut subs = self.subs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut subs = lock(&self.subs);
         subs.retain(|s| s.send(e.clone()).is_ok());
     }
 }

@@ -3,10 +3,11 @@
 //! Starting an interpreter and importing the worker runtime costs 15–20 ms of CPU;
 //! on a small machine, ten workers started at once queue for the cores. A
 //! forkserver (`python -m cjm_worker._forkserver FD`) pays that once per
-//! interpreter and startup environment, then forks each worker in about a
-//! millisecond. The child turns into exactly what `python -m cjm_worker` would be:
-//! its own process group, the worker's environment, working directory,
-//! `sys.path`, stdout and stderr (see the Python module for the child's side).
+//! interpreter and startup environment, then forks each worker for about 4 ms of
+//! CPU all told (bench/RESULTS.md: most of it the child's copy-on-write page
+//! faults). The child turns into exactly what `python -m cjm_worker` would be: its
+//! own process group, the worker's environment, working directory, `sys.path`,
+//! stdout and stderr (see the Python module for the child's side).
 //!
 //! The server, not the host, is the worker's parent, so it reports each child's
 //! wait status back; the host's waiter thread reads it instead of `waitpid`. The
@@ -25,7 +26,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use rustix::net::{
@@ -33,18 +34,21 @@ use rustix::net::{
     SendFlags, SocketFlags, SocketType,
 };
 
+use cjm_proto::{FDS_PER_REQUEST, FORK_PROTOCOL, ForkReply, SpawnRequest};
+
+use crate::deadline::Deadline;
+use crate::lock::lock;
+use crate::logs::StderrTail;
 use crate::spec::WorkerSpec;
 
-/// The server's receive buffer (`MAX_MESSAGE` in `_forkserver.py`).
-const MAX_REQUEST: usize = 64 * 1024;
 /// A server with no worker for this long exits; the next worker starts another
 /// (one interpreter start, 40–60 ms). Idle servers would otherwise hold ~10 MB each
 /// for every environment ever used.
 const IDLE_EXIT: Duration = Duration::from_mins(5);
 /// How long to wait before trying again to start a server that failed to start.
+/// On `Instant`, not a spec's clock: servers are shared by every spec whose
+/// interpreter and startup environment match, and their clocks may differ.
 const RETRY_AFTER: Duration = Duration::from_mins(1);
-/// How much of a failed server's stderr is kept for the warning.
-const STDERR_TAIL: usize = 20;
 
 /// A worker the server forked.
 pub(crate) struct Forked {
@@ -91,14 +95,16 @@ fn read_at_startup(key: &OsStr) -> bool {
         || key == "GLIBC_TUNABLES"
 }
 
-enum Slot {
-    Empty,
+/// Whether the server of one key runs.
+enum ServerState {
+    NotStarted,
     Running(Arc<Server>),
+    /// It failed to start at this time; not tried again for [`RETRY_AFTER`].
     Unavailable(Instant),
 }
 
-fn servers() -> &'static Mutex<HashMap<Key, Arc<Mutex<Slot>>>> {
-    static SERVERS: OnceLock<Mutex<HashMap<Key, Arc<Mutex<Slot>>>>> = OnceLock::new();
+fn servers() -> &'static Mutex<HashMap<Key, Arc<Mutex<ServerState>>>> {
+    static SERVERS: OnceLock<Mutex<HashMap<Key, Arc<Mutex<ServerState>>>>> = OnceLock::new();
     SERVERS.get_or_init(Mutex::default)
 }
 
@@ -122,18 +128,21 @@ pub(crate) fn fork(
             return None;
         }
     };
-    let fields = [
-        OsStr::new(&spec.module),
-        OsStr::new(&spec.class),
-        cwd.as_os_str(),
-    ];
+    let mut request = SpawnRequest {
+        id: 0,
+        module: spec.module.clone(),
+        class: spec.class.clone(),
+        cwd: cwd.to_path_buf(),
+    };
     let [channel, stdout, stderr] = fds;
     let fds = [channel, stdout, stderr, env_fd.as_fd()];
     // A server may exit (idle) just as a request reaches it: then one more try,
     // on a fresh server.
     let mut outcome = Err(ForkError::Gone);
     for _ in 0..2 {
-        outcome = server(&key, spec.start_timeout)?.fork(&fields, fds, spec.start_timeout);
+        // Each wait (a server's start, then its answer) has the start timeout.
+        let within = || Deadline::after(&spec.clock, spec.start_timeout);
+        outcome = server(&key, &within())?.fork(&mut request, fds, &within());
         if !matches!(outcome, Err(ForkError::Gone)) {
             break;
         }
@@ -168,24 +177,22 @@ fn env_memfd(env: &[(OsString, OsString)]) -> std::io::Result<OwnedFd> {
 }
 
 /// The running server for `key`, starting one if there is none.
-fn server(key: &Key, timeout: Duration) -> Option<Arc<Server>> {
-    let slot = Arc::clone(
-        servers()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+fn server(key: &Key, deadline: &Deadline) -> Option<Arc<Server>> {
+    let state = Arc::clone(
+        lock(servers())
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Slot::Empty))),
+            .or_insert_with(|| Arc::new(Mutex::new(ServerState::NotStarted))),
     );
     // One start per key at a time: concurrent first loads share one server.
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    match &*slot {
-        Slot::Running(s) if !s.is_dead() => return Some(Arc::clone(s)),
-        Slot::Unavailable(since) if since.elapsed() < RETRY_AFTER => return None,
+    let mut state = lock(&state);
+    match &*state {
+        ServerState::Running(s) if !s.is_dead() => return Some(Arc::clone(s)),
+        ServerState::Unavailable(since) if since.elapsed() < RETRY_AFTER => return None,
         _ => {}
     }
-    match Server::start(key, timeout) {
+    match Server::start(key, deadline) {
         Ok(s) => {
-            *slot = Slot::Running(Arc::clone(&s));
+            *state = ServerState::Running(Arc::clone(&s));
             Some(s)
         }
         Err(reason) => {
@@ -193,7 +200,7 @@ fn server(key: &Key, timeout: Duration) -> Option<Arc<Server>> {
                 python = %key.python.display(),
                 "no forkserver for this interpreter, so its workers start with exec: {reason}"
             );
-            *slot = Slot::Unavailable(Instant::now());
+            *state = ServerState::Unavailable(Instant::now());
             None
         }
     }
@@ -216,8 +223,9 @@ impl std::fmt::Display for ForkError {
     }
 }
 
+/// A server's requests waiting for their answer.
 #[derive(Default)]
-struct State {
+struct Requests {
     dead: bool,
     pending: HashMap<u64, mpsc::Sender<Result<Forked, ForkError>>>,
 }
@@ -226,11 +234,11 @@ struct Server {
     ctl: OwnedFd,
     pid: u32,
     next: AtomicU64,
-    state: Mutex<State>,
+    requests: Mutex<Requests>,
 }
 
 impl Server {
-    fn start(key: &Key, timeout: Duration) -> Result<Arc<Self>, String> {
+    fn start(key: &Key, deadline: &Deadline) -> Result<Arc<Self>, String> {
         let (ctl, child_end) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -253,21 +261,21 @@ impl Server {
         .stderr(Stdio::piped())
         // Out of the host's group: a Ctrl-C meant for the host must not kill it.
         .process_group(0);
-        crate::process::inherit_and_die_with_host(&mut cmd, child_fd);
-        let mut child = crate::process::spawn_command(cmd)
+        crate::child::inherit_and_die_with_host(&mut cmd, child_fd);
+        let mut child = crate::child::spawn_command(cmd)
             .map_err(|e| format!("running {} failed: {e}", key.python.display()))?;
         drop(child_end);
         let pid = child.id();
-        let tail = Arc::new(Mutex::new(Vec::new()));
+        let tail = StderrTail::default();
         let stderr_done = child
             .stderr
             .take()
-            .map(|s| forward_stderr(s, &key.python, Arc::clone(&tail)));
+            .map(|s| forward_stderr(s, &key.python, tail.clone()));
         let server = Arc::new(Self {
             ctl,
             pid,
             next: AtomicU64::new(1),
-            state: Mutex::default(),
+            requests: Mutex::default(),
         });
         let (ready_tx, ready_rx) = mpsc::channel();
         let reader = Arc::clone(&server);
@@ -275,10 +283,14 @@ impl Server {
             .name(format!("cjm-forkserver-{pid}"))
             .spawn(move || reader.read_loop(child, &ready_tx))
             .map_err(|e| format!("cannot start its reader thread: {e}"))?;
-        match ready_rx.recv_timeout(timeout) {
-            Ok(()) => {
+        match deadline.recv(&ready_rx) {
+            Ok(Ok(())) => {
                 tracing::debug!(python = %key.python.display(), pid, "forkserver ready");
                 Ok(server)
+            }
+            Ok(Err(mismatch)) => {
+                server.kill();
+                Err(mismatch)
             }
             Err(e) => {
                 server.kill();
@@ -286,13 +298,10 @@ impl Server {
                 if let Some(done) = stderr_done {
                     let _ = done.recv_timeout(Duration::from_millis(500));
                 }
-                let tail = tail
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .join("\n");
+                let tail = tail.lines().join("\n");
                 let what = match e {
                     mpsc::RecvTimeoutError::Timeout => {
-                        format!("no answer within {:.1}s", timeout.as_secs_f64())
+                        format!("no answer within {:.1}s", deadline.limit().as_secs_f64())
                     }
                     mpsc::RecvTimeoutError::Disconnected => "it exited at once".to_owned(),
                 };
@@ -306,55 +315,34 @@ impl Server {
     }
 
     fn is_dead(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .dead
+        lock(&self.requests).dead
     }
 
     fn kill(&self) {
-        // SAFETY: signalling the process group we created for the server.
-        unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        crate::child::kill_group(self.pid, crate::child::Signal::KILL);
     }
 
     fn fork(
         &self,
-        fields: &[&OsStr; 3],
-        fds: [BorrowedFd<'_>; 4],
-        timeout: Duration,
+        request: &mut SpawnRequest,
+        fds: [BorrowedFd<'_>; FDS_PER_REQUEST],
+        deadline: &Deadline,
     ) -> Result<Forked, ForkError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut body = b"spawn\0".to_vec();
-        body.extend_from_slice(id.to_string().as_bytes());
-        for f in fields {
-            if f.as_bytes().contains(&0) {
-                return Err(ForkError::Failed(
-                    "a module, class or directory name holds a NUL byte".into(),
-                ));
-            }
-            body.push(0);
-            body.extend_from_slice(f.as_bytes());
-        }
-        if body.len() > MAX_REQUEST {
-            return Err(ForkError::Failed(format!(
-                "the request is too large ({} bytes)",
-                body.len()
-            )));
-        }
+        request.id = id;
+        let body = request
+            .encode()
+            .map_err(|e| ForkError::Failed(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         {
-            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut st = lock(&self.requests);
             if st.dead {
                 return Err(ForkError::Gone);
             }
             st.pending.insert(id, tx);
         }
         let forget = || {
-            self.state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pending
-                .remove(&id);
+            lock(&self.requests).pending.remove(&id);
         };
         if let Err(e) = send(&self.ctl, &body, &fds) {
             forget();
@@ -363,52 +351,49 @@ impl Server {
                 e => ForkError::Failed(format!("sending the request failed: {e}")),
             });
         }
-        rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        deadline.recv(&rx).unwrap_or_else(|_| {
             forget();
             Err(ForkError::Failed(format!(
                 "no answer within {:.1}s",
-                timeout.as_secs_f64()
+                deadline.limit().as_secs_f64()
             )))
         })
     }
 
-    /// Reads the server's messages until it exits, then reaps it.
-    fn read_loop(&self, mut child: Child, ready: &mpsc::Sender<()>) {
+    /// Reads the server's messages until it exits, then reaps it. The greeting's
+    /// protocol goes to `ready`: `Ok` when this host speaks it, else why not.
+    fn read_loop(&self, mut child: Child, ready: &mpsc::Sender<Result<(), String>>) {
         // Only this thread learns of children and their exits, so it alone holds
         // the senders of their statuses: no race between a fork and its exit.
         let mut exits: HashMap<u32, mpsc::Sender<i32>> = HashMap::new();
         let mut buf = vec![0u8; 64 * 1024];
         while let Some(n) = recv(&self.ctl, &mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let mut fields = text.splitn(3, ' ');
-            let what = fields.next().unwrap_or_default();
-            let first = fields.next().and_then(|f| f.parse::<u64>().ok());
-            let rest = fields.next().unwrap_or_default();
-            match (what, first) {
-                ("ready", _) => {
-                    let _ = ready.send(());
+            match ForkReply::decode(&buf[..n]) {
+                Ok(ForkReply::Ready { protocol, .. }) => {
+                    let _ = ready.send(check_protocol(protocol.as_deref()));
                 }
-                ("spawned", Some(id)) => {
-                    let pid = rest.trim().parse::<u32>().unwrap_or_default();
+                Ok(ForkReply::Spawned { id, pid }) => {
                     let (tx, rx) = mpsc::channel();
                     exits.insert(pid, tx);
                     self.answer(id, Ok(Forked { pid, exit: rx }));
                 }
-                ("failed", Some(id)) => self.answer(id, Err(ForkError::Failed(rest.to_owned()))),
-                ("exited", Some(pid)) => {
-                    let status = rest.trim().parse::<i32>().unwrap_or(-1);
-                    if let Some(tx) = u32::try_from(pid).ok().and_then(|p| exits.remove(&p)) {
+                Ok(ForkReply::Failed { id, reason }) => {
+                    self.answer(id, Err(ForkError::Failed(reason)));
+                }
+                Ok(ForkReply::Exited { pid, status }) => {
+                    if let Some(tx) = exits.remove(&pid) {
                         let _ = tx.send(status);
                     }
                 }
-                _ => tracing::warn!(
+                Err(e) => tracing::warn!(
                     pid = self.pid,
-                    "unreadable message from the forkserver: {text:?}"
+                    "unreadable message from the forkserver ({e}): {:?}",
+                    String::from_utf8_lossy(&buf[..n])
                 ),
             }
         }
         let pending = {
-            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut st = lock(&self.requests);
             st.dead = true;
             std::mem::take(&mut st.pending)
         };
@@ -422,12 +407,7 @@ impl Server {
     }
 
     fn answer(&self, id: u64, outcome: Result<Forked, ForkError>) {
-        let tx = self
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pending
-            .remove(&id);
+        let tx = lock(&self.requests).pending.remove(&id);
         // A requester that gave up has gone: its worker finds its channel closed
         // and exits.
         if let Some(tx) = tx {
@@ -442,8 +422,27 @@ impl Drop for Server {
     }
 }
 
-fn send(ctl: &OwnedFd, body: &[u8], fds: &[BorrowedFd<'_>; 4]) -> rustix::io::Result<()> {
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+/// Whether this host can use a server that greets with `protocol`. A server of
+/// another protocol (an environment whose cjm-worker is older or newer than the
+/// host's) is not an error: its workers start with exec, which checks its own
+/// protocol in the worker's greeting and works with either.
+fn check_protocol(protocol: Option<&str>) -> Result<(), String> {
+    match protocol {
+        Some(p) if p == FORK_PROTOCOL => Ok(()),
+        theirs => Err(format!(
+            "it speaks {}, this host speaks {FORK_PROTOCOL} (its environment's cjm-worker does \
+             not match this host's; reinstall the plugin to fork its workers again)",
+            theirs.unwrap_or("an unversioned protocol, from before cjm-fork/1")
+        )),
+    }
+}
+
+fn send(
+    ctl: &OwnedFd,
+    body: &[u8],
+    fds: &[BorrowedFd<'_>; FDS_PER_REQUEST],
+) -> rustix::io::Result<()> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_REQUEST))];
     let mut anc = SendAncillaryBuffer::new(&mut space);
     anc.push(SendAncillaryMessage::ScmRights(fds));
     loop {
@@ -475,7 +474,7 @@ fn recv(ctl: &OwnedFd, buf: &mut [u8]) -> Option<usize> {
 fn forward_stderr(
     stderr: std::process::ChildStderr,
     python: &Path,
-    tail: Arc<Mutex<Vec<String>>>,
+    tail: StderrTail,
 ) -> mpsc::Receiver<()> {
     let (done_tx, done_rx) = mpsc::channel();
     let python = python.display().to_string();
@@ -485,13 +484,29 @@ fn forward_stderr(
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 tracing::warn!(python = %python, "forkserver: {line}");
-                let mut t = tail.lock().unwrap_or_else(PoisonError::into_inner);
-                if t.len() == STDERR_TAIL {
-                    t.remove(0);
-                }
-                t.push(line);
+                tail.push(line);
             }
             let _ = done_tx.send(());
         });
     done_rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_of_another_protocol_is_refused_with_both_versions_named() {
+        assert_eq!(check_protocol(Some(FORK_PROTOCOL)), Ok(()));
+        let other = check_protocol(Some("cjm-fork/0")).unwrap_err();
+        assert!(
+            other.contains("it speaks cjm-fork/0, this host speaks cjm-fork/1"),
+            "{other}"
+        );
+        let old = check_protocol(None).unwrap_err();
+        assert!(
+            old.contains("unversioned") && old.contains("cjm-fork/1"),
+            "{old}"
+        );
+    }
 }

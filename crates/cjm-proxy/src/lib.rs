@@ -7,12 +7,20 @@
 //! and never touches environments or manifests.
 
 mod cgroup;
+mod child;
 mod completion;
+mod deadline;
+mod env;
 mod error;
 mod event;
 mod forkserver;
+mod handshake;
+mod lock;
+mod logs;
 mod oom;
+mod pending;
 mod process;
+mod shared;
 mod spec;
 mod stats;
 mod worker;
@@ -20,7 +28,7 @@ mod worker;
 pub use cgroup::isolation as cgroup_isolation;
 pub use error::{Death, WorkerError};
 pub use event::Event;
-pub use process::LOG_ROTATE_BYTES;
+pub use logs::LOG_ROTATE_BYTES;
 pub use spec::{StartMethod, WorkerSpec};
 pub use stats::WorkerStats;
 pub use worker::{CallOptions, CallStream, CancelPolicy, PendingCall, Worker};

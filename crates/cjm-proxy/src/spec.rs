@@ -1,5 +1,10 @@
+//! What a worker is started from: [`WorkerSpec`] (interpreter, plugin module and
+//! class, environment, log file, timeouts) and [`StartMethod`] (executed or forked).
+
 use std::path::PathBuf;
 use std::time::Duration;
+
+use cjm_core::{SharedClock, SystemClock};
 
 /// How a worker's process is started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -10,7 +15,8 @@ pub enum StartMethod {
     Spawn,
     /// Forked from a warm interpreter that has already imported the worker
     /// runtime, one such forkserver per interpreter and startup environment: about
-    /// a millisecond each. The worker gets the same environment, working
+    /// 4 ms of CPU each, most of it copy-on-write page faults (bench/RESULTS.md).
+    /// The worker gets the same environment, working
     /// directory, `sys.path`, process group and output pipes as with `Spawn`.
     /// Falls back to `Spawn` (with a warning in the log) when the environment's
     /// cjm-worker has no forkserver or it cannot start.
@@ -55,6 +61,15 @@ pub struct WorkerSpec {
     pub stop_grace: Duration,
     /// Whether the process is executed or forked from a forkserver.
     pub start_method: StartMethod,
+    /// Where the worker's wall stamps (an error's `occurred_at`, the log's
+    /// headers) and the deadlines the proxy sets itself come from: the start
+    /// timeout, the cleanup timeout and stop grace of a stop, and
+    /// [`CancelPolicy::grace`](crate::CancelPolicy::grace). With a `ManualClock`
+    /// those deadlines pass only when the clock is moved past them (the waits
+    /// block in real time and look at the clock every 50 ms). A caller's own
+    /// timeouts (`CallOptions`, pings, stats, `Worker::wait_exit_blocking`) and the
+    /// proxy's safety bounds after a kill are on the system's clock.
+    pub clock: SharedClock,
 }
 
 impl WorkerSpec {
@@ -81,6 +96,7 @@ impl WorkerSpec {
             cleanup_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
             start_method: StartMethod::Spawn,
+            clock: SystemClock::shared(),
         }
     }
 
@@ -102,6 +118,13 @@ impl WorkerSpec {
     #[must_use]
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.start_method = method;
+        self
+    }
+
+    /// Sets the clock (the system's by default).
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -132,6 +155,7 @@ impl std::fmt::Debug for WorkerSpec {
             .field("cleanup_timeout", &self.cleanup_timeout)
             .field("stop_grace", &self.stop_grace)
             .field("start_method", &self.start_method)
+            .field("clock", &self.clock)
             .finish()
     }
 }

@@ -1,3 +1,6 @@
+//! A worker's resource use as procfs sees it: the worker's own RSS and that of its
+//! whole process tree, their CPU time, and how many descendants it has.
+
 use std::collections::HashMap;
 
 /// A worker's resource use, read from procfs.

@@ -1,3 +1,9 @@
+//! The public handle on one worker: [`Worker`] (start, calls blocking and async,
+//! streams, pings, stats, phased cancel, restart, graceful stop) and the types a
+//! call hands back ([`PendingCall`], [`CallStream`]) or takes ([`CallOptions`],
+//! [`CancelPolicy`]). The process itself, and everything that runs while it
+//! lives, is in `process.rs`.
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -5,9 +11,12 @@ use cjm_core::{CancelPhase, PluginError, PluginRef};
 use cjm_proto::{Call, Hello, Kind, ShmBufferMut, Value};
 
 use crate::completion::{Completion, Wait};
+use crate::deadline::Deadline;
 use crate::error::{Death, WorkerError};
 use crate::event::Event;
-use crate::process::{Outcome, Process, Slot};
+use crate::lock::lock;
+use crate::pending::{Outcome, ReplyTo};
+use crate::process::Process;
 use crate::spec::WorkerSpec;
 use crate::stats::{self, WorkerStats};
 
@@ -153,7 +162,7 @@ impl Drop for Inner {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
         p.kill();
-        let _ = p.wait_exit(Some(Duration::from_secs(5)));
+        let _ = p.wait_exit(Some(&Deadline::real(Duration::from_secs(5))));
         p.join_threads();
     }
 }
@@ -184,13 +193,7 @@ impl Worker {
     }
 
     fn process(&self) -> Arc<Process> {
-        Arc::clone(
-            &self
-                .inner
-                .process
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        Arc::clone(&lock(&self.inner.process))
     }
 
     /// The plugin's name.
@@ -247,7 +250,7 @@ impl Worker {
             args,
             kwargs,
         };
-        let id = p.start(&call, Slot::Call(Arc::clone(&completion)))?;
+        let id = p.start(&call, ReplyTo::Call(Arc::clone(&completion)))?;
         Ok(PendingCall {
             id,
             plugin: p.plugin.clone(),
@@ -256,6 +259,12 @@ impl Worker {
     }
 
     /// Calls `method` and blocks for its result.
+    ///
+    /// A call's timeout is measured on the system's clock (`Instant`, and
+    /// `tokio::time` for [`Worker::call`]), not the spec's clock: a call is the
+    /// hot path (about 15 µs a round trip, `bench/RESULTS.md`), and reading a
+    /// shared clock through a lock on every wait would cost a measurable part of
+    /// that.
     pub fn call_blocking(
         &self,
         method: &str,
@@ -339,13 +348,14 @@ impl Worker {
             args,
             kwargs,
         };
-        let id = p.start(&call, Slot::Stream(tx))?;
+        let id = p.start(&call, ReplyTo::Stream(tx))?;
         Ok(CallStream { id, rx })
     }
 
     /// Round trip of a ping through the worker's channel thread (answers even while
     /// plugin code holds the GIL).
     pub fn ping_blocking(&self, timeout: Duration) -> Result<Duration, WorkerError> {
+        // A round-trip time is a measurement, not a deadline: the system's clock.
         let started = Instant::now();
         self.control(Kind::Ping, timeout)?;
         Ok(started.elapsed())
@@ -360,7 +370,7 @@ impl Worker {
         let p = self.process();
         let completion = Arc::new(Completion::new());
         // Control requests use the call table for their answers.
-        let id = p.start_control(kind, Slot::Call(Arc::clone(&completion)))?;
+        let id = p.start_control(kind, ReplyTo::Call(Arc::clone(&completion)))?;
         if let Some(outcome) = completion.wait(Some(timeout)) {
             return outcome;
         }
@@ -401,16 +411,25 @@ impl Worker {
         if !p.is_pending(id) {
             return Ok(None);
         }
+        // Each grace starts before its request goes out, so whatever the worker
+        // does in answer (an acknowledgement, an event) comes after the deadline
+        // is set: a test that moves a manual clock on an acknowledgement moves it
+        // past this deadline, never before it.
+        let grace = p.deadline(policy.grace);
         let _ = p.send_control(Kind::Cancel, id);
-        if p.wait_settled(id, policy.grace) {
+        if p.wait_settled(id, &grace) {
             return Ok(Some(CancelPhase::Cooperative));
         }
+        let grace = p.deadline(policy.grace);
         let _ = p.send_control(Kind::Interrupt, id);
-        if p.wait_settled(id, policy.grace) {
+        if p.wait_settled(id, &grace) {
             return Ok(Some(CancelPhase::Interrupted));
         }
         p.kill_for_cancel(id);
-        let _ = p.wait_exit(Some(policy.grace.max(Duration::from_secs(5))));
+        // A killed worker's status: a safety bound, on the system's clock.
+        let _ = p.wait_exit(Some(&Deadline::real(
+            policy.grace.max(Duration::from_secs(5)),
+        )));
         if policy.restart {
             self.restart_blocking()?;
         }
@@ -433,13 +452,9 @@ impl Worker {
     pub fn restart_blocking(&self) -> Result<(), WorkerError> {
         let old = self.process();
         old.kill();
-        let _ = old.wait_exit(Some(Duration::from_secs(5)));
+        let _ = old.wait_exit(Some(&Deadline::real(Duration::from_secs(5))));
         let fresh = Process::spawn(&self.inner.spec)?;
-        *self
-            .inner
-            .process
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = fresh;
+        *lock(&self.inner.process) = fresh;
         Ok(())
     }
 
@@ -453,9 +468,10 @@ impl Worker {
         self.process().death()
     }
 
-    /// Waits for the worker process to exit.
+    /// Waits for the worker process to exit, at most `timeout` (on the system's
+    /// clock, as a call's own timeout).
     pub fn wait_exit_blocking(&self, timeout: Duration) -> Option<Death> {
-        self.process().wait_exit(Some(timeout))
+        self.process().wait_exit(Some(&Deadline::real(timeout)))
     }
 
     /// Stops gracefully: `cleanup()` (bounded), then a shutdown request, SIGTERM
@@ -470,19 +486,14 @@ impl Worker {
     fn stop_process(&self, p: &Process) -> Death {
         let spec = &self.inner.spec;
         if p.death().is_none() {
-            let _ = self.call_blocking(
-                "cleanup",
-                vec![],
-                vec![],
-                CallOptions::timeout(spec.cleanup_timeout),
-            );
+            self.cleanup_before_stop();
             p.expect_exit();
             let _ = p.send_control(Kind::Shutdown, 0);
-            if let Some(d) = p.wait_exit(Some(spec.stop_grace)) {
+            if let Some(d) = p.wait_exit(Some(&p.deadline(spec.stop_grace))) {
                 return d;
             }
             p.terminate();
-            if let Some(d) = p.wait_exit(Some(spec.stop_grace)) {
+            if let Some(d) = p.wait_exit(Some(&p.deadline(spec.stop_grace))) {
                 return d;
             }
             p.kill();
@@ -495,6 +506,24 @@ impl Worker {
             killed_by_host: true,
             stderr_tail: Vec::new(),
         })
+    }
+
+    /// Calls `cleanup()` and waits for it, at most the spec's cleanup timeout on
+    /// its clock (the deadline of a stop, unlike a call's own timeout); one that
+    /// overruns is cancelled in the background as a call past its timeout is.
+    fn cleanup_before_stop(&self) {
+        let limit = self.inner.spec.cleanup_timeout;
+        let Ok(mut pending) = self.start("cleanup", vec![], vec![]) else {
+            return;
+        };
+        let deadline = self.process().deadline(limit);
+        while let Some(wait) = deadline.next_wait() {
+            match pending.wait_timeout(wait) {
+                Ok(_) => return,
+                Err(still) => pending = still,
+            }
+        }
+        let _ = self.timed_out(&pending, limit);
     }
 
     /// [`Worker::stop_blocking`] without blocking the async runtime.

@@ -5,6 +5,7 @@
 //! tests count the process's descriptors and re-run themselves alone otherwise.
 
 mod channel;
+mod forkserver;
 mod hostile;
 mod leaks;
 mod messages;

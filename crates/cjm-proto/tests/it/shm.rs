@@ -229,11 +229,10 @@ fn a_segment_is_not_reused_while_a_send_is_outstanding() {
 }
 
 #[test]
-fn a_frame_that_fails_to_send_keeps_its_segment_out_of_the_pool() {
-    // FIXME: `Writer::buffer` counts a send when it encodes, not when the frame leaves,
-    // so a frame that is never delivered (peer gone, too many fds, dropped writer)
-    // pins its segments as outstanding until `ShmPool::forget_peer`, which only the
-    // peer's death calls.
+fn a_frame_that_fails_to_send_leaves_its_segment_reusable() {
+    // A send counts when the frame leaves, not when it is encoded: a frame that
+    // never reaches the peer (peer gone, too many descriptors, a writer dropped
+    // unsent) lends nothing, so nothing waits for a release that cannot come.
     let pool = ShmPool::new(Side::Host, 64 * MIB);
     let (host, worker) = pair();
     drop(worker);
@@ -245,11 +244,44 @@ fn a_frame_that_fails_to_send_keeps_its_segment_out_of_the_pool() {
     assert!(host.send(cjm_proto::Kind::Result, 1, &body).is_err());
     drop(body);
     let next = pool.alloc(MIB).expect("alloc").freeze();
-    assert_ne!(
+    assert_eq!(
         next.segment().id(),
         id,
-        "FIXME: the segment should be reusable"
+        "the segment of a frame that failed to send is reused"
     );
+    assert_eq!(next.segment().outstanding(), 0);
+
+    // Encoded and dropped without a send: nothing counted either.
+    let body = Message::Result(Value::Bytes(next.clone().into()))
+        .encode(Side::Host)
+        .expect("encode");
+    assert_eq!(next.segment().outstanding(), 0, "encoding lends nothing");
+    drop((body, next));
+    let again = pool.alloc(MIB).expect("alloc").freeze();
+    assert_eq!(again.segment().id(), id);
+}
+
+#[test]
+fn a_frame_with_too_many_segments_fails_to_send_and_lends_none_of_them() {
+    let pool = ShmPool::new(Side::Host, 64 * MIB);
+    let (host, _worker) = pair();
+    let slices: Vec<ShmSlice> = (0..=cjm_proto::MAX_FDS)
+        .map(|_| filled(&pool, 4096))
+        .collect();
+    let body = Message::Result(Value::List(
+        slices
+            .iter()
+            .cloned()
+            .map(|s| Value::Bytes(s.into()))
+            .collect(),
+    ))
+    .encode(Side::Host)
+    .expect("encode");
+    let err = host.send(cjm_proto::Kind::Result, 1, &body).unwrap_err();
+    assert!(matches!(err, ProtoError::Unencodable(_)), "{err:?}");
+    for s in &slices {
+        assert_eq!(s.segment().outstanding(), 0, "{:?}", s.segment().id());
+    }
 }
 
 #[test]

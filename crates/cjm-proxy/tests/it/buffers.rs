@@ -14,16 +14,12 @@ fn memfd_mappings() -> usize {
         .count()
 }
 
-fn dev_shm() -> usize {
-    fs_err::read_dir("/dev/shm").map_or(0, Iterator::count)
-}
-
 #[test]
 fn a_512_mb_buffer_round_trips_without_leaking_shared_memory() {
     // A first worker starts what lives as long as the host (a forkserver, when
     // the suite runs on them); only what comes and goes with a worker is counted.
     spawn("Echo").stop_blocking();
-    let (fds_before, shm_before) = (open_fds(), dev_shm());
+    let fds_before = open_fds();
     {
         let w = spawn("Echo");
         let len = 512 << 20;
@@ -49,6 +45,10 @@ fn a_512_mb_buffer_round_trips_without_leaking_shared_memory() {
             )
             .unwrap();
         assert_eq!(n, Value::Int(len as i64));
+        assert!(
+            memfd_mappings() > 0,
+            "the count below sees the segments while they live"
+        );
         drop((back, sent));
         w.stop_blocking();
     }
@@ -58,7 +58,6 @@ fn a_512_mb_buffer_round_trips_without_leaking_shared_memory() {
         "no shared-memory mapping outlives the worker"
     );
     assert_eq!(open_fds(), fds_before, "no descriptor outlives the worker");
-    assert_eq!(dev_shm(), shm_before, "nothing is left in /dev/shm");
 }
 
 #[test]

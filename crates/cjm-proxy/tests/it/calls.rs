@@ -211,9 +211,15 @@ fn a_duck_typed_plugin_without_base_class_runs() {
 
 #[test]
 fn stop_runs_cleanup_and_ends_the_process() {
-    let w = spawn("Echo");
+    let scratch = cjm_testkit::Scratch::new("proxy-stop");
+    let cleaned = scratch.join("cleaned-up");
+    let sp =
+        crate::support::spec("Echo").env("CJM_TEST_CLEANUP_MARKER", cleaned.display().to_string());
+    let w = cjm_proxy::Worker::spawn(sp).unwrap();
     let pid = w.pid() as i32;
+    assert!(!cleaned.exists());
     let death = w.stop_blocking();
+    assert!(cleaned.exists(), "stop called the plugin's cleanup()");
     assert!(death.exit.is_some(), "{death}");
     assert!(
         !death.probable_oom,

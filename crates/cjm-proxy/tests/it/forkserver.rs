@@ -223,6 +223,63 @@ fn without_a_forkserver_workers_start_with_exec() {
     let _ = fs_err::remove_dir_all(&dir);
 }
 
+/// An interpreter whose forkserver greets as one from before `cjm-fork/1` did
+/// (`ready PID VERSION`, no protocol): it writes `greeting` as it is about to
+/// greet the host (which may kill it as soon as it has), and `requests` if the
+/// host ever sends it a request.
+fn interpreter_with_an_unversioned_forkserver(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let server = dir.join("old_forkserver.py");
+    fs_err::write(
+        &server,
+        format!(
+            "import os, socket, sys\n\
+             ctl = socket.socket(fileno=int(sys.argv[1]))\n\
+             open({greeting:?}, 'w').close()\n\
+             ctl.send(f'ready {{os.getpid()}} 3.0.0'.encode())\n\
+             if ctl.recvmsg(65536, 1024)[0]:\n    \
+             open({requests:?}, 'w').close()\n",
+            greeting = dir.join("greeting").display().to_string(),
+            requests = dir.join("requests").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let path = dir.join("python");
+    fs_err::write(
+        &path,
+        format!(
+            "#!/bin/sh\nif [ \"$2\" = cjm_worker._forkserver ]; then\n  shift 2\n  exec {python} {server} \"$@\"\nfi\nexec {python} \"$@\"\n",
+            python = python().display(),
+            server = server.display(),
+        ),
+    )
+    .unwrap();
+    fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_forkserver_of_another_protocol_gets_no_request_and_workers_start_with_exec() {
+    let dir = cjm_testkit::Scratch::new("proxy-old-forkserver");
+    let mut spec = forked("Echo");
+    spec.python = interpreter_with_an_unversioned_forkserver(dir.path());
+    let w = Worker::spawn(spec).unwrap();
+    assert_eq!(
+        int(&process(&w), "ppid"),
+        host_pid(),
+        "executed by the host"
+    );
+    w.stop_blocking();
+    assert!(
+        dir.join("greeting").exists(),
+        "the old server ran and greeted the host"
+    );
+    assert!(
+        !dir.join("requests").exists(),
+        "the host refused the server at its greeting, before any request"
+    );
+}
+
 #[test]
 fn a_plugin_that_fails_to_load_in_a_forked_worker_is_a_load_error() {
     let mut spec = forked("Echo");

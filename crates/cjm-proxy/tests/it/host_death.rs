@@ -2,14 +2,19 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{alive, eventually, fixtures, ppid, python};
+use cjm_proxy::StartMethod;
 
-/// SIGKILLs a host whose worker is in `mode` and checks that the worker and the
-/// grandchild its plugin started are gone. The time it took is printed; the bench
-/// reports it against the 100 ms target.
+use crate::support::{alive, eventually, fixtures, ppid, python, start_method};
+
+/// SIGKILLs a host whose worker, started the suite's way, is in `mode` and checks
+/// that the worker and the grandchild its plugin started are gone. The time it
+/// took is printed; the bench reports it against the 100 ms target.
 #[track_caller]
 fn check(mode: &str) {
-    check_with(mode, "spawn");
+    match start_method() {
+        StartMethod::Spawn => check_with(mode, "spawn"),
+        StartMethod::Forkserver => check_with(mode, "forkserver"),
+    }
 }
 
 #[track_caller]
@@ -74,6 +79,8 @@ fn worker_exits_when_host_dies_while_busy_in_pure_python() {
     check("pure_python");
 }
 
+// These two are about forked workers whatever the suite's start method: the
+// forkserver must die with the host too.
 #[test]
 fn forked_worker_and_its_forkserver_exit_when_host_dies_while_idle() {
     check_with("idle", "forkserver");

@@ -2,11 +2,57 @@ use cjm_proto::Value;
 
 use crate::support::{kw, s, spec};
 
+/// Every variable a worker may have, written out here rather than taken from
+/// `cjm_core::INHERITED_ENV`, so that an allow-list grown too broad fails this
+/// test: the host's variables a worker inherits (when the host has them), what
+/// cjm sets, what the test's spec declares, and `LC_CTYPE`, which the
+/// interpreter sets itself.
+const WORKER_MAY_HAVE: &[&str] = &[
+    // Inherited from the host.
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "LC_NUMERIC",
+    "LC_TIME",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    // Set by cjm.
+    "PYTHONUNBUFFERED",
+    "PYTHONPATH",
+    "CJM_DATA_DIR",
+    "CJM_MODELS_DIR",
+    // Declared by the spec below.
+    "PLUGIN_SETTING",
+];
+
+/// Host variables no worker may see unless a plugin declares them: credentials
+/// and the host's own tooling.
+const NEVER_INHERITED: &[&str] = &[
+    "CJM_TEST_CLOUD_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "GITHUB_TOKEN",
+    "SSH_AUTH_SOCK",
+    "VIRTUAL_ENV",
+    "CARGO_HOME",
+];
+
 #[test]
 fn the_worker_sees_only_allowed_and_declared_variables() {
-    // SAFETY: nextest runs each test in its own process; nothing else reads the
-    // environment concurrently here.
-    unsafe { std::env::set_var("CJM_TEST_CLOUD_TOKEN", "hunter2") };
+    for name in NEVER_INHERITED {
+        // SAFETY: nextest runs each test in its own process; nothing else reads
+        // the environment concurrently here.
+        unsafe { std::env::set_var(name, "hunter2") };
+    }
+    // One the allow-list must pass on, with a value of the test's own.
+    // SAFETY: as above.
+    unsafe { std::env::set_var("TZ", "Etc/UTC") };
     let mut sp = spec("Echo").env("PLUGIN_SETTING", "on");
     sp.data_dir = Some("/tmp/cjm-data".into());
     sp.models_dir = Some("/tmp/cjm-models".into());
@@ -15,26 +61,23 @@ fn the_worker_sees_only_allowed_and_declared_variables() {
         .execute_blocking(vec![], kw(&[("action", s("env"))]))
         .unwrap();
     let get = |k: &str| env.get(k).and_then(Value::as_str).map(str::to_owned);
+    for name in NEVER_INHERITED {
+        assert_eq!(get(name), None, "the host's {name} must not reach a worker");
+    }
     assert_eq!(
-        get("CJM_TEST_CLOUD_TOKEN"),
-        None,
-        "host credentials must not leak"
+        get("TZ").as_deref(),
+        Some("Etc/UTC"),
+        "inherited from the host"
     );
     assert_eq!(get("PLUGIN_SETTING").as_deref(), Some("on"));
     assert_eq!(get("CJM_DATA_DIR").as_deref(), Some("/tmp/cjm-data"));
     assert_eq!(get("CJM_MODELS_DIR").as_deref(), Some("/tmp/cjm-models"));
     assert!(get("PATH").is_some());
     let Value::Map(pairs) = &env else { panic!() };
-    let allowed = |k: &str| {
-        cjm_core::INHERITED_ENV.contains(&k)
-            || ["PLUGIN_SETTING", "CJM_DATA_DIR", "CJM_MODELS_DIR", "PYTHONPATH", "PYTHONUNBUFFERED"].contains(&k)
-            // Set by the interpreter itself, not inherited.
-            || k == "LC_CTYPE"
-    };
     let extra: Vec<&str> = pairs
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !allowed(k))
+        .filter(|k| !WORKER_MAY_HAVE.contains(k))
         .collect();
     assert!(
         extra.is_empty(),
@@ -125,7 +168,9 @@ fn a_plugin_written_for_the_reference_runs_unchanged() {
         .cancel_blocking(
             call.id(),
             cjm_proxy::CancelPolicy {
-                grace: std::time::Duration::from_secs(2),
+                // Only the plugin's co-operation ends it: no grace that a busy
+                // machine could pass.
+                grace: std::time::Duration::from_mins(1),
                 restart: false,
             },
         )

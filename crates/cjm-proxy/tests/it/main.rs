@@ -9,6 +9,7 @@ mod support;
 mod buffers;
 mod calls;
 mod cancel;
+mod clock;
 mod death;
 mod errors;
 mod forkserver;

@@ -10,8 +10,10 @@ environment, working directory, ``sys.path``, stdout and stderr. Starting a work
 then costs a fork instead of an interpreter start and the runtime's imports.
 
 Every message is one packet of NUL- or space-separated fields, so that the
-server imports nothing a worker would not (no ``json``, no ``socket``). From the
-host:
+server imports nothing a worker would not (no ``json``, no ``socket``). The format
+is ``FORK_PROTOCOL``; the host's side of it is ``cjm_proto::forkserver`` (Rust),
+and both are tested against the same bytes
+(``crates/cjm-proto/tests/fixtures/forkserver``). From the host:
 
 - ``spawn NUL ID NUL MODULE NUL CLASS NUL CWD`` with four descriptors: the
   worker's end of its channel, its stdout, its stderr, and a memfd holding the
@@ -22,7 +24,8 @@ host:
 
 To the host:
 
-- ``ready PID PYTHON_VERSION`` once, when the server is warm;
+- ``ready PROTOCOL PID PYTHON_VERSION`` once, when the server is warm (a host
+  that speaks another protocol starts its workers with exec instead);
 - ``spawned ID PID`` or ``failed ID REASON`` per request;
 - ``exited PID STATUS`` when a child ends (STATUS is the raw wait status).
 
@@ -39,20 +42,33 @@ import select
 import signal
 import sys
 
+# The protocol this server speaks, named in its greeting (``FORK_PROTOCOL`` in
+# cjm-proto); a change to any message below needs a new one.
+FORK_PROTOCOL = "cjm-fork/1"
 # Far more than a request needs (the environment travels in its memfd).
-MAX_MESSAGE = 64 * 1024
+MAX_REQUEST = 64 * 1024
 FDS_PER_REQUEST = 4
 
 
+def _encode(*fields) -> bytes:
+    """A message to the host: its fields, separated by single spaces."""
+    return " ".join(str(f) for f in fields).encode()
+
+
+def _decode_request(data: bytes):
+    """A request's fields (``[b"spawn", ID, MODULE, CLASS, CWD]`` when well formed)."""
+    return data.split(b"\0")
+
+
 def _send(ctl, *fields) -> None:
-    ctl.send(" ".join(str(f) for f in fields).encode())
+    ctl.send(_encode(*fields))
 
 
 def _recv(ctl):
     """One request's fields and descriptors; ``(None, [])`` once the host has gone."""
     fds = array.array("i")
     data, ancillary, flags, _ = ctl.recvmsg(
-        MAX_MESSAGE, _socket.CMSG_SPACE(FDS_PER_REQUEST * fds.itemsize)
+        MAX_REQUEST, _socket.CMSG_SPACE(FDS_PER_REQUEST * fds.itemsize)
     )
     for level, kind, payload in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
@@ -62,7 +78,7 @@ def _recv(ctl):
         return None, list(fds)
     if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
         return [], list(fds)
-    return data.split(b"\0"), list(fds)
+    return _decode_request(data), list(fds)
 
 
 def _close(fds) -> None:
@@ -103,7 +119,7 @@ class _Server:
         poller = select.poll()
         poller.register(self.ctl.fileno(), select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
-        _send(self.ctl, "ready", os.getpid(), sys.version.split()[0])
+        _send(self.ctl, "ready", FORK_PROTOCOL, os.getpid(), sys.version.split()[0])
         while True:
             events = poller.poll(None if self.children else self.idle_ms)
             if not events and not self.children:

@@ -2,11 +2,17 @@
 
 import array
 import os
+import pathlib
 import socket
 import subprocess
 import sys
+import time
 
-import pytest
+from cjm_worker import _forkserver
+
+# The bytes both sides of the protocol are tested against (the host's side:
+# crates/cjm-proto/tests/it/forkserver.rs).
+FIXTURES = pathlib.Path(__file__).resolve().parents[3] / "cjm-proto" / "tests" / "fixtures" / "forkserver"
 
 PLUGIN = '''
 import os
@@ -38,15 +44,48 @@ def _start(tmp_path, *extra):
     return host, proc
 
 
+def _spawn_request(request_id, module, class_name, cwd: bytes) -> bytes:
+    """A spawn request's packet, as the host writes it."""
+    return b"\0".join([b"spawn", str(request_id).encode(), module.encode(), class_name.encode(), cwd])
+
+
+def _fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def test_the_server_reads_and_writes_the_bytes_the_host_is_tested_against():
+    request = _fixture("spawn_request.bin")
+    assert _forkserver._decode_request(request) == [
+        b"spawn",
+        b"7",
+        b"probe_plugin",
+        b"Probe",
+        "/tmp/cjm fork/été".encode(),
+    ]
+    assert _spawn_request(7, "probe_plugin", "Probe", "/tmp/cjm fork/été".encode()) == request
+    assert _forkserver._encode("ready", _forkserver.FORK_PROTOCOL, 4242, "3.11.7") == _fixture("ready.bin")
+    assert _forkserver._encode("spawned", 7, 4243) == _fixture("spawned.bin")
+    assert _forkserver._encode("failed", 3, "malformed request") == _fixture("failed.bin")
+    assert _forkserver._encode("exited", 4243, 256) == _fixture("exited.bin")
+
+
+def test_the_constants_are_the_ones_the_host_is_checked_against():
+    limits = dict(line.split(" ", 1) for line in _fixture("limits.txt").decode().splitlines())
+    assert limits == {
+        "FORK_PROTOCOL": _forkserver.FORK_PROTOCOL,
+        "MAX_REQUEST": str(_forkserver.MAX_REQUEST),
+        "FDS_PER_REQUEST": str(_forkserver.FDS_PER_REQUEST),
+    }
+
+
 def _request(host, tmp_path, request_id, env_entries, module="probe_plugin", fds=None):
     channel, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     out_r, out_w = os.pipe()
     env_fd = os.memfd_create("env")
     os.write(env_fd, b"".join(e + b"\0" for e in env_entries))
-    fields = [b"spawn", str(request_id).encode(), module.encode(), b"Probe", bytes(tmp_path)]
     sent = fds if fds is not None else [child_end.fileno(), out_w, out_w, env_fd]
     host.sendmsg(
-        [b"\0".join(fields)],
+        [_spawn_request(request_id, module, "Probe", bytes(tmp_path))],
         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", sent))],
     )
     for fd in (out_w, env_fd):
@@ -71,7 +110,7 @@ def test_a_request_becomes_a_worker_whose_exit_is_reported(tmp_path):
     host, proc = _start(tmp_path)
     try:
         ready = host.recv(4096).decode().split()
-        assert ready[0] == "ready" and ready[1] == str(proc.pid)
+        assert ready[:3] == ["ready", _forkserver.FORK_PROTOCOL, str(proc.pid)]
         env = [b"PATH=" + os.environb[b"PATH"], b"PYTHONPATH=" + bytes(tmp_path), b"PROBE_SECRET=x y=z"]
         channel, out_r = _request(host, tmp_path, 7, env)
         spawned = host.recv(4096).decode().split()
@@ -97,7 +136,7 @@ def test_a_malformed_request_fails_alone_and_the_server_keeps_serving(tmp_path):
     (tmp_path / "probe_plugin.py").write_text(PLUGIN)
     host, proc = _start(tmp_path)
     try:
-        assert host.recv(4096).startswith(b"ready ")
+        assert host.recv(4096).startswith(b"ready cjm-fork/1 ")
         r, w = os.pipe()
         # Two descriptors where four are due.
         host.sendmsg(
@@ -118,23 +157,29 @@ def test_a_malformed_request_fails_alone_and_the_server_keeps_serving(tmp_path):
 
 def test_an_idle_server_exits_but_never_while_it_has_a_worker(tmp_path):
     (tmp_path / "probe_plugin.py").write_text(PLUGIN)
-    host, proc = _start(tmp_path, "0.3")
+    idle = 0.3
+    host, proc = _start(tmp_path, str(idle))
     try:
         assert host.recv(4096).startswith(b"ready ")
         channel, out_r = _request(host, tmp_path, 1, [b"PYTHONPATH=" + bytes(tmp_path)])
         assert host.recv(4096).startswith(b"spawned 1 ")
-        # Twice the idle time with a worker alive: nothing, and no exit.
-        host.settimeout(0.6)
-        with pytest.raises(socket.timeout):
-            host.recv(4096)
-        assert proc.poll() is None
-        host.settimeout(20)
-        channel.close()
-        assert host.recv(4096).startswith(b"exited ")
+        # This is the one claim here that is about time itself: more than the idle
+        # time passes with a worker alive (a lower bound, so a slow machine only
+        # makes it stronger), and the server still serves the next request.
+        started = time.monotonic()
+        while time.monotonic() - started < 2 * idle:
+            time.sleep(2 * idle - (time.monotonic() - started))
+        second, second_out = _request(host, tmp_path, 2, [b"PYTHONPATH=" + bytes(tmp_path)])
+        assert host.recv(4096).startswith(b"spawned 2 ")
+        for c in (channel, second):
+            c.close()
+        exits = {host.recv(4096).split()[0] for _ in range(2)}
+        assert exits == {b"exited"}
         # Now idle: it leaves on its own, cleanly.
         assert host.recv(4096) == b"", "the server closed its end"
         assert proc.wait(timeout=20) == 0
-        os.close(out_r)
+        for fd in (out_r, second_out):
+            os.close(fd)
     finally:
         host.close()
         proc.wait(timeout=20)
