@@ -170,9 +170,9 @@ impl<'a> Encoder<'a> {
     fn buffer(&mut self, ptr: *const u8, len: usize, bytes: &[u8]) -> PyResult<()> {
         match self.rt.segments.locate(ptr as usize, len) {
             Some(Located::Own(seg, offset)) => {
-                self.w.u8(tag::SHM_BYTES);
-                seg.note_sent();
-                self.w.shm_ref(&seg, offset, len, true);
+                // Counted as lent when the frame leaves (`Channel::send`), so a frame
+                // that fails to send leaves the segment reusable.
+                self.w.lend_own(&seg, offset, len);
                 return Ok(());
             }
             Some(Located::Host(id, offset)) => {

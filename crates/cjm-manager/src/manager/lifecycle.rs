@@ -172,6 +172,9 @@ impl Manager {
             return Err(inst.crash_looping(reason));
         }
         let mut spec = inst.spec.clone();
+        // One clock: the worker's error stamps, log stamps and start, stop and cancel
+        // deadlines read the time where the manager reads its own.
+        spec.clock = Arc::clone(&self.inner.clock);
         let resolved = self.worker_env(inst)?;
         spec.env
             .retain(|(k, _)| !resolved.iter().any(|(r, _)| r == k));
