@@ -15,11 +15,12 @@ class Trivial:
         return x
 
 
-class Prealloc:
-    """Returns one shared-memory buffer it allocated on the first call and keeps,
-    so a call measures the hand-over of a result, not the allocation."""
+class Fill:
+    """Returns a shared-memory result with every byte set to `byte`: a new buffer each
+    call, or with `keep=True` the one it allocated first (so a call measures writing
+    the result and handing it over, not allocating it)."""
 
-    name = "prealloc"
+    name = "fill"
     version = "1.0.0"
 
     buf = None
@@ -27,10 +28,18 @@ class Prealloc:
     def initialize(self, config=None):
         self.config = config
 
-    def execute(self, size):
-        if self.buf is None or len(self.buf) != size:
+    def execute(self, size, byte, keep=False):
+        import ctypes
+
+        if keep and self.buf is not None and len(self.buf) == size:
+            buf = self.buf
+        else:
             from cjm_worker import shm_alloc
 
-            self.buf = shm_alloc(size)
-            self.buf[:4] = b"cjm!"
-        return self.buf
+            buf = shm_alloc(size)
+            if keep:
+                self.buf = buf
+        view = (ctypes.c_char * size).from_buffer(buf)
+        ctypes.memset(view, byte, size)
+        del view
+        return buf
