@@ -153,7 +153,7 @@ pub struct InstallConfig {
 ///
 /// Every path in it is absolute: the reference leaves environment, command-line and
 /// default paths relative to the process's working directory; here they are
-/// anchored at the `cwd` given to [`load_config`], which means the same thing and
+/// anchored at the `cwd` given to [`load_config`](super::load_config), which means the same thing and
 /// stays true if the process changes directory or hands a path to a worker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CjmConfig {
