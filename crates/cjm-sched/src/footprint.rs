@@ -35,6 +35,7 @@ impl Footprint {
     }
 
     /// The larger of each part.
+    #[must_use]
     pub fn max(self, other: Self) -> Self {
         Self {
             ram_bytes: self.ram_bytes.max(other.ram_bytes),
@@ -103,8 +104,16 @@ pub fn declared(resources: Option<&Map<String, Value>>) -> Option<Footprint> {
 }
 
 /// The expected footprint from what was declared and what was measured.
-pub fn expect(declared: Option<Footprint>, record: Option<&EmpiricalRecord>, margin: f64) -> Expected {
-    let margin = if margin.is_finite() { margin.max(0.0) } else { DEFAULT_MARGIN };
+pub fn expect(
+    declared: Option<Footprint>,
+    record: Option<&EmpiricalRecord>,
+    margin: f64,
+) -> Expected {
+    let margin = if margin.is_finite() {
+        margin.max(0.0)
+    } else {
+        DEFAULT_MARGIN
+    };
     match record.filter(|r| r.sample_count > 0) {
         Some(r) => {
             let raise = |mb: f64| from_mb(mb * (1.0 + margin));
@@ -175,10 +184,17 @@ mod tests {
 
     #[test]
     fn evidence_with_its_margin_outweighs_a_smaller_declaration_but_not_a_larger() {
-        let small = expect(Some(Footprint::mb(100, 1000)), Some(&record(4, 1000.0, 500.0)), 0.1);
+        let small = expect(
+            Some(Footprint::mb(100, 1000)),
+            Some(&record(4, 1000.0, 500.0)),
+            0.1,
+        );
         assert_eq!(small.footprint.ram_bytes, 1100 * MB);
         assert_eq!(small.footprint.vram_bytes, 1000 * MB, "declared VRAM stays");
-        assert_eq!(small.to_string(), "1.1 GB RAM, 1000 MB GPU (measured over 4 calls, +10 %)");
+        assert_eq!(
+            small.to_string(),
+            "1.1 GB RAM, 1000 MB GPU (measured over 4 calls, +10 %)"
+        );
     }
 
     #[test]
@@ -188,6 +204,9 @@ mod tests {
         assert_eq!(declared_only.to_string(), "512 MB RAM (declared)");
         let unknown = expect(None, None, 0.1);
         assert_eq!(unknown.footprint, Footprint::default());
-        assert_eq!(unknown.to_string(), "0 MB RAM (not declared, not yet measured)");
+        assert_eq!(
+            unknown.to_string(),
+            "0 MB RAM (not declared, not yet measured)"
+        );
     }
 }

@@ -52,7 +52,7 @@ impl Policy {
     /// The reference's `QueueScheduler()` defaults: 300 s, polling every 2 s.
     pub fn queue() -> Self {
         Self::Queue {
-            timeout: Duration::from_secs(300),
+            timeout: Duration::from_mins(5),
             poll_interval: Duration::from_secs(2),
         }
     }
@@ -108,7 +108,11 @@ pub struct Blocked {
 
 impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.resource == "gpu_vram_mb" { "VRAM" } else { "RAM" };
+        let what = if self.resource == "gpu_vram_mb" {
+            "VRAM"
+        } else {
+            "RAM"
+        };
         write!(
             f,
             "{} needs {}MB {what} and {}MB is available",
@@ -145,7 +149,10 @@ pub fn check_declared(
         let needed = number(reqs, "min_gpu_vram_mb").unwrap_or(0.0);
         match number(stats, "gpu_free_memory_mb") {
             None if skip_ram_without_gpu_stats => {
-                tracing::warn!(plugin, "no GPU stats are available; {plugin} is admitted unchecked");
+                tracing::warn!(
+                    plugin,
+                    "no GPU stats are available; {plugin} is admitted unchecked"
+                );
                 return Ok(());
             }
             Some(available) if needed > available => {
@@ -218,7 +225,10 @@ mod tests {
         let short = map(r#"{"gpu_free_memory_mb": 4095.5}"#);
         let err = check_declared("p", Some(&reqs), &short, false).expect_err("short");
         assert_eq!(err.resource, "gpu_vram_mb");
-        assert_eq!(err.to_string(), "p needs 4096MB VRAM and 4095.5MB is available");
+        assert_eq!(
+            err.to_string(),
+            "p needs 4096MB VRAM and 4095.5MB is available"
+        );
         let cpu = map(r#"{"requires_gpu": false, "min_gpu_vram_mb": 4096}"#);
         assert_eq!(check_declared("p", Some(&cpu), &short, false), Ok(()));
     }
@@ -243,21 +253,34 @@ mod tests {
     fn queue_polls_until_it_fits_or_its_timeout_passes() {
         let clock = ManualClock::default();
         let mut tries = 0;
-        let out = poll_until_fits(&clock, Duration::from_secs(10), Duration::from_secs(2), || {
-            tries += 1;
-            if tries == 3 { Ok(()) } else { Err(blocked()) }
-        });
+        let out = poll_until_fits(
+            &clock,
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+            || {
+                tries += 1;
+                if tries == 3 { Ok(()) } else { Err(blocked()) }
+            },
+        );
         assert_eq!(out, Ok(()));
         assert_eq!(clock.now(), Duration::from_secs(4), "two sleeps of 2 s");
 
         let clock = ManualClock::default();
         let mut tries = 0;
-        let out = poll_until_fits(&clock, Duration::from_secs(5), Duration::from_secs(2), || {
-            tries += 1;
-            Err(blocked())
-        });
+        let out = poll_until_fits(
+            &clock,
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            || {
+                tries += 1;
+                Err(blocked())
+            },
+        );
         assert_eq!(out, Err(blocked()));
-        assert_eq!(tries, 4, "checks at 0, 2, 4 and 6 s; 6 s is past the timeout");
+        assert_eq!(
+            tries, 4,
+            "checks at 0, 2, 4 and 6 s; 6 s is past the timeout"
+        );
     }
 
     fn blocked() -> Blocked {
@@ -275,7 +298,7 @@ mod tests {
         assert_eq!(
             Policy::from_name("queue"),
             Some(Policy::Queue {
-                timeout: Duration::from_secs(300),
+                timeout: Duration::from_mins(5),
                 poll_interval: Duration::from_secs(2)
             })
         );

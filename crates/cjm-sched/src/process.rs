@@ -64,16 +64,16 @@ impl ProcessTable {
             .flatten()
         {
             let Ok(stat) = process.stat() else { continue };
-            let (pid, ppid) = (stat.pid as u32, stat.ppid as u32);
+            let (pid, parent) = (stat.pid as u32, stat.ppid as u32);
             table.entries.insert(
                 pid,
                 Entry {
-                    ppid,
+                    ppid: parent,
                     rss_bytes: stat.rss * page,
                     cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
                 },
             );
-            table.children.entry(ppid).or_default().push(pid);
+            table.children.entry(parent).or_default().push(pid);
         }
         Ok(table)
     }
@@ -151,22 +151,19 @@ pub fn peak_and_reset(pid: u32) -> Option<PeakUsage> {
             .map(|kb| kb * 1024);
         let rss = table.entries.get(&p).map_or(0, |e| e.rss_bytes);
         peak.rss_peak_bytes += hwm.unwrap_or(rss).max(rss);
-        match process.smaps_rollup() {
-            Ok(rollup) => {
-                let map = rollup.memory_map_rollup.0.first();
-                let field = |k: &str| {
-                    map.and_then(|m| m.extension.map.get(k).copied())
-                        .unwrap_or(0)
-                };
-                peak.pss_bytes = peak.pss_bytes.map(|v| v + field("Pss"));
-                peak.uss_bytes = peak
-                    .uss_bytes
-                    .map(|v| v + field("Private_Clean") + field("Private_Dirty"));
-            }
-            Err(_) => {
-                peak.pss_bytes = None;
-                peak.uss_bytes = None;
-            }
+        if let Ok(rollup) = process.smaps_rollup() {
+            let map = rollup.memory_map_rollup.0.first();
+            let field = |k: &str| {
+                map.and_then(|m| m.extension.map.get(k).copied())
+                    .unwrap_or(0)
+            };
+            peak.pss_bytes = peak.pss_bytes.map(|v| v + field("Pss"));
+            peak.uss_bytes = peak
+                .uss_bytes
+                .map(|v| v + field("Private_Clean") + field("Private_Dirty"));
+        } else {
+            peak.pss_bytes = None;
+            peak.uss_bytes = None;
         }
         // Reset the mark for the next call; a process we may not write to keeps
         // its mark, which only makes the next reading larger.
@@ -193,7 +190,12 @@ mod tests {
     fn parent_from_stat() -> u32 {
         let stat = fs_err::read_to_string("/proc/self/stat").expect("own stat");
         let after = stat.rsplit_once(')').expect("comm").1;
-        after.split_whitespace().nth(1).expect("ppid").parse().expect("number")
+        after
+            .split_whitespace()
+            .nth(1)
+            .expect("ppid")
+            .parse()
+            .expect("number")
     }
 
     #[test]

@@ -38,7 +38,9 @@ impl Outstanding {
             claimed
                 .into_iter()
                 .map(|(instance, (needs, device))| {
-                    let held = view.loaded(&instance).map_or(Footprint::default(), |l| l.held);
+                    let held = view
+                        .loaded(&instance)
+                        .map_or(Footprint::default(), |l| l.held);
                     let ram = needs.ram_bytes.saturating_sub(held.ram_bytes);
                     let vram = needs.vram_bytes.saturating_sub(held.vram_bytes);
                     (instance, (ram, vram, device))
@@ -66,12 +68,21 @@ impl Outstanding {
 
 /// One candidate placement's plan.
 enum Plan {
-    Admit { vram_left: u64 },
-    Evict { victims: Vec<String>, reload_ms: f64 },
+    Admit {
+        vram_left: u64,
+    },
+    Evict {
+        victims: Vec<String>,
+        reload_ms: f64,
+    },
     Wait(Wait),
     Never(Never),
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the checks run in the order a person would ask them, as one sequence"
+)]
 pub(super) fn choose(ledger: &Ledger, request: &Request, view: &View) -> Outcome {
     let me = &request.instance;
     if ledger.evictions.iter().any(|e| &e.instance == me) {
@@ -224,17 +235,21 @@ impl Ctx<'_> {
         (remaining, from, expected)
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "never, fits, memory on its way, evict, wait: one sequence of cases"
+    )]
     fn plan(&self, device: Option<u32>) -> Plan {
         let view = self.view;
         let free_ram = view.ram_free_bytes.saturating_sub(self.outstanding.ram());
         let short_ram = self.extra.ram_bytes.saturating_sub(free_ram);
         let dev = device.and_then(|d| view.device(d));
-        let free_vram = dev.map_or(0, |d| {
+        let free_gpu = dev.map_or(0, |d| {
             d.free_bytes
                 .saturating_sub(self.outstanding.vram_on(d.index))
         });
-        let short_vram = if dev.is_some() {
-            self.extra.vram_bytes.saturating_sub(free_vram)
+        let short_gpu = if dev.is_some() {
+            self.extra.vram_bytes.saturating_sub(free_gpu)
         } else {
             0
         };
@@ -244,7 +259,13 @@ impl Ctx<'_> {
         let held_by_others = |vram: bool| -> u64 {
             self.others()
                 .filter(|l| !vram || l.device == device)
-                .map(|l| if vram { l.held.vram_bytes } else { l.held.ram_bytes })
+                .map(|l| {
+                    if vram {
+                        l.held.vram_bytes
+                    } else {
+                        l.held.ram_bytes
+                    }
+                })
                 .sum()
         };
 
@@ -271,13 +292,13 @@ impl Ctx<'_> {
                 });
             }
         }
-        if short_ram == 0 && short_vram == 0 && !self.needs_slot {
+        if short_ram == 0 && short_gpu == 0 && !self.needs_slot {
             return Plan::Admit {
-                vram_left: free_vram - self.extra.vram_bytes.min(free_vram),
+                vram_left: free_gpu - self.extra.vram_bytes.min(free_gpu),
             };
         }
 
-        let short = if short_vram > 0 {
+        let short = if short_gpu > 0 {
             let d = dev.expect("short of GPU memory only with a device");
             Some((
                 Short::Gpu {
@@ -285,7 +306,7 @@ impl Ctx<'_> {
                     name: d.name.clone(),
                 },
                 self.extra.vram_bytes,
-                free_vram,
+                free_gpu,
             ))
         } else if short_ram > 0 {
             Some((Short::Ram, self.extra.ram_bytes, free_ram))
@@ -295,8 +316,8 @@ impl Ctx<'_> {
 
         // Memory already on its way back covers it: wait for that, evict nothing.
         let wait_ram = short_ram.saturating_sub(returning.ram_bytes);
-        let wait_vram = short_vram.saturating_sub(returning.vram_bytes);
-        if !returning_from.is_empty() && wait_ram == 0 && wait_vram == 0 && !self.needs_slot {
+        let wait_gpu = short_gpu.saturating_sub(returning.vram_bytes);
+        if !returning_from.is_empty() && wait_ram == 0 && wait_gpu == 0 && !self.needs_slot {
             let (back, expected) = match &short {
                 Some((Short::Gpu { .. }, ..)) => (
                     returning_expected.vram_bytes - returning.vram_bytes,
@@ -319,7 +340,7 @@ impl Ctx<'_> {
             });
         }
 
-        if let Some((victims, reload_ms)) = self.victims(device, wait_ram, wait_vram) {
+        if let Some((victims, reload_ms)) = self.victims(device, wait_ram, wait_gpu) {
             return Plan::Evict { victims, reload_ms };
         }
 
@@ -338,15 +359,20 @@ impl Ctx<'_> {
             .others()
             .filter(|l| matches!(short.0, Short::Ram) || l.device == device)
             .map(|l| {
-                let claimed = self.outstanding.0.get(&l.instance).map_or(0, |o| match short.0 {
-                    Short::Ram => o.0,
-                    Short::Gpu { .. } => o.1,
-                });
-                let activity = if self.ledger.running(&l.instance) > 0 && l.activity == Activity::Idle {
-                    Activity::Busy
-                } else {
-                    l.activity
-                };
+                let claimed = self
+                    .outstanding
+                    .0
+                    .get(&l.instance)
+                    .map_or(0, |o| match short.0 {
+                        Short::Ram => o.0,
+                        Short::Gpu { .. } => o.1,
+                    });
+                let activity =
+                    if self.ledger.running(&l.instance) > 0 && l.activity == Activity::Idle {
+                        Activity::Busy
+                    } else {
+                        l.activity
+                    };
                 Holder {
                     instance: l.instance.clone(),
                     activity,
@@ -399,7 +425,11 @@ impl Ctx<'_> {
             .filter(|l| {
                 l.activity == Activity::Idle
                     && self.ledger.running(&l.instance) == 0
-                    && !self.ledger.evictions.iter().any(|e| e.instance == l.instance)
+                    && !self
+                        .ledger
+                        .evictions
+                        .iter()
+                        .any(|e| e.instance == l.instance)
             })
             .collect();
         idle.sort_by(|a, b| {

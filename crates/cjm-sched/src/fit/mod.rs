@@ -146,7 +146,10 @@ impl Ledger {
     }
 
     fn running(&self, instance: &str) -> usize {
-        self.claims.values().filter(|c| c.instance == instance).count()
+        self.claims
+            .values()
+            .filter(|c| c.instance == instance)
+            .count()
     }
 }
 
@@ -206,7 +209,9 @@ impl Scheduler {
             }
             choose::Outcome::Evict(victims) => {
                 for victim in &victims {
-                    let Some(l) = view.loaded(victim) else { continue };
+                    let Some(l) = view.loaded(victim) else {
+                        continue;
+                    };
                     ledger.evictions.push(Eviction {
                         instance: victim.clone(),
                         held: l.held,

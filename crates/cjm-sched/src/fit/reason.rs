@@ -166,11 +166,20 @@ impl fmt::Display for Wait {
                 .iter()
                 .map(|h| format!("{} ({}, {})", h.instance, h.activity.words(), show(h.bytes)))
                 .collect();
-            write!(f, "; {} hold{} the rest", join(&list, "and"), if list.len() == 1 { "s" } else { "" })?;
+            write!(
+                f,
+                "; {} hold{} the rest",
+                join(&list, "and"),
+                if list.len() == 1 { "s" } else { "" }
+            )?;
         }
         match &self.waits_for {
             WaitFor::Calls(instances) => {
-                write!(f, "; it starts when a call of {} finishes", join(instances, "or"))
+                write!(
+                    f,
+                    "; it starts when a call of {} finishes",
+                    join(instances, "or")
+                )
             }
             WaitFor::Memory {
                 from,
@@ -238,9 +247,9 @@ impl Never {
     /// The instance it is about.
     pub fn instance(&self) -> &str {
         match self {
-            Self::NoGpu { instance, .. } | Self::Gpu { instance, .. } | Self::Ram { instance, .. } => {
-                instance
-            }
+            Self::NoGpu { instance, .. }
+            | Self::Gpu { instance, .. }
+            | Self::Ram { instance, .. } => instance,
         }
     }
 }

@@ -75,7 +75,9 @@ pub struct View {
     pub devices: Vec<Device>,
     /// Why there are no GPUs, when there are none.
     pub no_gpu_reason: Option<String>,
-    /// Every loaded instance.
+    /// Every loaded instance, as the manager knows them at the decision (not
+    /// from a sample: an instance listed here that is already gone would be
+    /// counted as holding what it needs).
     pub loaded: Vec<Loaded>,
     /// The most workers that may be loaded at once, if limited.
     pub max_workers: Option<usize>,

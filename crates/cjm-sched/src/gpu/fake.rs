@@ -92,7 +92,10 @@ impl FakeGpu {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         usage.insert(device.to_string(), to_mb(bytes));
-        write_atomically(&file, &serde_json::to_vec(&usage).map_err(std::io::Error::other)?)
+        write_atomically(
+            &file,
+            &serde_json::to_vec(&usage).map_err(std::io::Error::other)?,
+        )
     }
 
     /// Scripts `count` more out-of-memory failures for the next allocations.
@@ -101,7 +104,10 @@ impl FakeGpu {
         fs_err::create_dir_all(&oom)?;
         let start = fs_err::read_dir(&oom)?.count();
         for n in 0..count {
-            fs_err::write(oom.join(format!("{}-{}", std::process::id(), start + n)), b"")?;
+            fs_err::write(
+                oom.join(format!("{}-{}", std::process::id(), start + n)),
+                b"",
+            )?;
         }
         Ok(())
     }
@@ -222,11 +228,15 @@ mod tests {
         let dir = scratch("live");
         let gpu = FakeGpu::create(
             &dir,
-            &[FakeDevice::new("Fake A", 8192), FakeDevice::new("Fake B", 4096)],
+            &[
+                FakeDevice::new("Fake A", 8192),
+                FakeDevice::new("Fake B", 4096),
+            ],
             Duration::ZERO,
         )
         .expect("create");
-        gpu.set_usage(std::process::id(), 1, 1024 * MB).expect("usage");
+        gpu.set_usage(std::process::id(), 1, 1024 * MB)
+            .expect("usage");
         let sample = gpu.sample().expect("sample");
         assert_eq!(sample.devices.len(), 2);
         assert_eq!(sample.devices[0].free_bytes, 8192 * MB);
@@ -234,7 +244,11 @@ mod tests {
         assert_eq!(sample.devices[1].free_bytes, 3072 * MB);
         assert_eq!(
             sample.processes,
-            vec![GpuProcess { device: 1, pid: std::process::id(), used_bytes: 1024 * MB }]
+            vec![GpuProcess {
+                device: 1,
+                pid: std::process::id(),
+                used_bytes: 1024 * MB
+            }]
         );
         fs_err::remove_dir_all(&dir).expect("clean up");
     }
@@ -242,7 +256,8 @@ mod tests {
     #[test]
     fn a_dead_process_gives_its_memory_back_and_its_file_goes() {
         let dir = scratch("dead");
-        let gpu = FakeGpu::create(&dir, &[FakeDevice::new("Fake", 8192)], Duration::ZERO).expect("create");
+        let gpu = FakeGpu::create(&dir, &[FakeDevice::new("Fake", 8192)], Duration::ZERO)
+            .expect("create");
         // A pid above the kernel's pid_max is never alive.
         gpu.set_usage(4_999_999, 0, 2048 * MB).expect("usage");
         let sample = gpu.sample().expect("sample");
@@ -255,18 +270,29 @@ mod tests {
     #[test]
     fn a_late_release_holds_a_dead_process_memory_for_a_while() {
         let dir = scratch("late");
-        let gpu = FakeGpu::create(&dir, &[FakeDevice::new("Fake", 8192)], Duration::from_secs(3600))
-            .expect("create");
+        let gpu = FakeGpu::create(
+            &dir,
+            &[FakeDevice::new("Fake", 8192)],
+            Duration::from_hours(1),
+        )
+        .expect("create");
         gpu.set_usage(4_999_998, 0, 2048 * MB).expect("usage");
-        assert_eq!(gpu.sample().expect("sample").devices[0].free_bytes, 6144 * MB);
-        assert_eq!(gpu.sample().expect("again").devices[0].free_bytes, 6144 * MB);
+        assert_eq!(
+            gpu.sample().expect("sample").devices[0].free_bytes,
+            6144 * MB
+        );
+        assert_eq!(
+            gpu.sample().expect("again").devices[0].free_bytes,
+            6144 * MB
+        );
         fs_err::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
     fn scripted_ooms_are_counted_and_a_missing_spec_is_a_clear_error() {
         let dir = scratch("oom");
-        let gpu = FakeGpu::create(&dir, &[FakeDevice::new("Fake", 1024)], Duration::ZERO).expect("create");
+        let gpu = FakeGpu::create(&dir, &[FakeDevice::new("Fake", 1024)], Duration::ZERO)
+            .expect("create");
         gpu.script_oom(2).expect("script");
         assert_eq!(gpu.scripted_ooms(), 2);
         fs_err::remove_file(dir.join("devices.json")).expect("remove spec");

@@ -83,7 +83,7 @@ pub enum Gpus {
         reason: String,
     },
     /// The NVIDIA driver, through NVML.
-    Nvml(Nvml),
+    Nvml(Box<Nvml>),
     /// The scripted fake.
     Fake(FakeGpu),
 }
@@ -92,14 +92,14 @@ impl Gpus {
     /// The fake where `CJM_FAKE_GPU` is set, else NVML, else none. The outcome is
     /// logged once, at info level.
     pub fn detect() -> Self {
+        static SAID: OnceLock<()> = OnceLock::new();
         let gpus = match std::env::var_os(FAKE_GPU_VAR) {
             Some(dir) if !dir.is_empty() => Self::Fake(FakeGpu::new(dir.into())),
             _ => match Nvml::load() {
-                Ok(nvml) => Self::Nvml(nvml),
+                Ok(nvml) => Self::Nvml(Box::new(nvml)),
                 Err(reason) => Self::None { reason },
             },
         };
-        static SAID: OnceLock<()> = OnceLock::new();
         SAID.get_or_init(|| tracing::info!("GPUs: {}", gpus.describe()));
         gpus
     }
@@ -133,10 +133,26 @@ mod tests {
         let sample = GpuSample {
             devices: Vec::new(),
             processes: vec![
-                GpuProcess { device: 0, pid: 1, used_bytes: 10 },
-                GpuProcess { device: 1, pid: 1, used_bytes: 5 },
-                GpuProcess { device: 0, pid: 2, used_bytes: 7 },
-                GpuProcess { device: 0, pid: 3, used_bytes: 100 },
+                GpuProcess {
+                    device: 0,
+                    pid: 1,
+                    used_bytes: 10,
+                },
+                GpuProcess {
+                    device: 1,
+                    pid: 1,
+                    used_bytes: 5,
+                },
+                GpuProcess {
+                    device: 0,
+                    pid: 2,
+                    used_bytes: 7,
+                },
+                GpuProcess {
+                    device: 0,
+                    pid: 3,
+                    used_bytes: 100,
+                },
             ],
         };
         assert_eq!(sample.held_by(&[1, 2]), vec![(0, 17), (1, 5)]);

@@ -9,7 +9,7 @@ use super::{GpuDevice, GpuError, GpuProcess, GpuSample};
 
 /// The loaded NVML library, initialised.
 pub struct Nvml {
-    nvml: nvml_wrapper::Nvml,
+    lib: nvml_wrapper::Nvml,
     driver: String,
     devices: u32,
 }
@@ -30,8 +30,12 @@ impl Nvml {
             NvmlError::LibloadingError(_) => {
                 "no NVIDIA driver (libnvidia-ml.so.1 is not installed)".to_owned()
             }
-            NvmlError::DriverNotLoaded => "the NVIDIA driver is installed but not loaded".to_owned(),
-            NvmlError::NoPermission => "NVML may not talk to the NVIDIA driver (no permission)".to_owned(),
+            NvmlError::DriverNotLoaded => {
+                "the NVIDIA driver is installed but not loaded".to_owned()
+            }
+            NvmlError::NoPermission => {
+                "NVML may not talk to the NVIDIA driver (no permission)".to_owned()
+            }
             other => format!("NVML did not start: {other}"),
         })?;
         let devices = nvml
@@ -44,7 +48,7 @@ impl Nvml {
             .sys_driver_version()
             .unwrap_or_else(|_| "unknown".to_owned());
         Ok(Self {
-            nvml,
+            lib: nvml,
             driver,
             devices,
         })
@@ -53,10 +57,7 @@ impl Nvml {
     /// "NVML (driver 550.54.15, 2 devices)".
     pub fn describe(&self) -> String {
         let s = if self.devices == 1 { "" } else { "s" };
-        format!(
-            "NVML (driver {}, {} device{s})",
-            self.driver, self.devices
-        )
+        format!("NVML (driver {}, {} device{s})", self.driver, self.devices)
     }
 
     /// Every device's memory and utilisation, and each process's memory on it.
@@ -69,7 +70,7 @@ impl Nvml {
                 reason: e.to_string(),
             };
             let device = self
-                .nvml
+                .lib
                 .device_by_index(index)
                 .map_err(|e| fail("handle", e))?;
             let memory = device.memory_info().map_err(|e| fail("memory", e))?;

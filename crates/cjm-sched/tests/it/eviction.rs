@@ -28,7 +28,10 @@ fn of_the_idle_workers_whose_release_is_enough_the_least_recently_used_goes() {
     let v = view(
         8000,
         &[(8192, 1024)],
-        vec![idle("x", 10, (100, 3072), Some(0)), idle("y", 5, (100, 4096), Some(0))],
+        vec![
+            idle("x", 10, (100, 3072), Some(0)),
+            idle("y", 5, (100, 4096), Some(0)),
+        ],
     );
     assert_eq!(victims(s.decide(&request("z", (100, 3072)), &v)), ["y"]);
 }
@@ -54,7 +57,10 @@ fn equally_old_workers_go_cheapest_reload_first() {
     let mut v = view(
         8000,
         &[(8192, 0)],
-        vec![idle("x", 1, (100, 4096), Some(0)), idle("y", 1, (100, 4096), Some(0))],
+        vec![
+            idle("x", 1, (100, 4096), Some(0)),
+            idle("y", 1, (100, 4096), Some(0)),
+        ],
     );
     v.loaded[0].reload_ms = 900.0;
     v.loaded[1].reload_ms = 40.0;
@@ -73,7 +79,10 @@ fn when_no_one_worker_is_enough_the_least_recently_used_go_until_there_is_room()
             idle("y", 2, (100, 2048), Some(0)),
         ],
     );
-    assert_eq!(victims(s.decide(&request("z", (100, 3500)), &v)), ["x", "y"]);
+    assert_eq!(
+        victims(s.decide(&request("z", (100, 3500)), &v)),
+        ["x", "y"]
+    );
 }
 
 #[test]
@@ -94,7 +103,11 @@ fn only_workers_on_the_gpu_that_is_short_are_evicted_for_gpu_memory() {
 #[test]
 fn after_an_eviction_the_next_admission_waits_until_the_memory_has_come_back() {
     let (s, _) = scheduler();
-    let mut v = view(8000, &[(8192, 1024)], vec![idle("x", 1, (0, 6144), Some(0))]);
+    let mut v = view(
+        8000,
+        &[(8192, 1024)],
+        vec![idle("x", 1, (0, 6144), Some(0))],
+    );
     let z = request("z", (100, 4096));
     assert_eq!(victims(s.decide(&z, &v)), ["x"]);
     assert_eq!(s.evictions(), ["x"]);
@@ -130,19 +143,27 @@ fn after_an_eviction_the_next_admission_waits_until_the_memory_has_come_back() {
 #[test]
 fn memory_that_never_comes_back_is_waited_for_only_up_to_a_bound() {
     let (s, clock) = scheduler();
-    let mut v = view(8000, &[(8192, 1024)], vec![idle("x", 1, (0, 6144), Some(0))]);
+    let mut v = view(
+        8000,
+        &[(8192, 1024)],
+        vec![idle("x", 1, (0, 6144), Some(0))],
+    );
     let z = request("z", (100, 4096));
     assert_eq!(victims(s.decide(&z, &v)), ["x"]);
     s.evicted("x", true);
     v.loaded.clear();
     v.devices[0].free_bytes = 3072 << 20;
-    let Decision::Wait(w, _) = s.decide(&z, &v) else { panic!("waits") };
+    let Decision::Wait(w, _) = s.decide(&z, &v) else {
+        panic!("waits")
+    };
     assert!(matches!(w.waits_for, WaitFor::Memory { .. }));
 
     // Past the bound the memory counts as held outside cjm: the call can never
     // run, and says so with the numbers.
     clock.advance(cjm_sched::fit::DEFAULT_RETURN_TIMEOUT + Duration::from_millis(1));
-    let Decision::Never(never) = s.decide(&z, &v) else { panic!("refused") };
+    let Decision::Never(never) = s.decide(&z, &v) else {
+        panic!("refused")
+    };
     assert!(never.to_string().starts_with("z can never run here: it needs 4.0 GB of GPU memory and the most any GPU could give is 3.0 GB"), "{never}");
     assert!(s.evictions().is_empty());
 }
@@ -150,7 +171,11 @@ fn memory_that_never_comes_back_is_waited_for_only_up_to_a_bound() {
 #[test]
 fn a_call_for_an_instance_being_evicted_waits_for_the_eviction_then_loads_it_again() {
     let (s, _) = scheduler();
-    let mut v = view(8000, &[(8192, 1024)], vec![idle("x", 1, (0, 6144), Some(0))]);
+    let mut v = view(
+        8000,
+        &[(8192, 1024)],
+        vec![idle("x", 1, (0, 6144), Some(0))],
+    );
     assert_eq!(victims(s.decide(&request("z", (100, 4096)), &v)), ["x"]);
     let x = request("x", (100, 6144));
     assert_eq!(
@@ -166,7 +191,11 @@ fn a_call_for_an_instance_being_evicted_waits_for_the_eviction_then_loads_it_aga
 #[test]
 fn an_eviction_that_failed_is_forgotten_and_the_worker_may_be_chosen_again() {
     let (s, _) = scheduler();
-    let v = view(8000, &[(8192, 1024)], vec![idle("x", 1, (0, 6144), Some(0))]);
+    let v = view(
+        8000,
+        &[(8192, 1024)],
+        vec![idle("x", 1, (0, 6144), Some(0))],
+    );
     let z = request("z", (100, 4096));
     assert_eq!(victims(s.decide(&z, &v)), ["x"]);
     s.evicted("x", false);
@@ -180,7 +209,10 @@ fn two_callers_short_at_once_do_not_evict_the_same_worker_twice() {
     let v = view(
         8000,
         &[(8192, 1024)],
-        vec![idle("x", 1, (0, 6144), Some(0)), idle("y", 2, (100, 1024), Some(0))],
+        vec![
+            idle("x", 1, (0, 6144), Some(0)),
+            idle("y", 2, (100, 1024), Some(0)),
+        ],
     );
     assert_eq!(victims(s.decide(&request("z1", (100, 4096)), &v)), ["x"]);
     let Decision::Wait(w, _) = s.decide(&request("z2", (100, 4096)), &v) else {

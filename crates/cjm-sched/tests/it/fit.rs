@@ -55,7 +55,10 @@ fn two_calls_admitted_at_once_never_share_the_same_free_memory() {
          is free there; a (starting, 6.0 GB) holds the rest; it starts when a call of a finishes"
     );
     drop(first);
-    assert_eq!(admitted_device(&s.decide(&request("b", (100, 6144)), &v)), Some(0));
+    assert_eq!(
+        admitted_device(&s.decide(&request("b", (100, 6144)), &v)),
+        Some(0)
+    );
 }
 
 #[test]
@@ -72,8 +75,15 @@ fn what_an_instance_already_holds_counts_towards_what_it_needs() {
 #[test]
 fn a_loaded_instance_stays_on_its_gpu() {
     let (s, _) = scheduler();
-    let v = view(8000, &[(8192, 8192), (8192, 2000)], vec![idle("a", 1, (100, 1000), Some(1))]);
-    assert_eq!(admitted_device(&s.decide(&request("a", (100, 2000)), &v)), Some(1));
+    let v = view(
+        8000,
+        &[(8192, 8192), (8192, 2000)],
+        vec![idle("a", 1, (100, 1000), Some(1))],
+    );
+    assert_eq!(
+        admitted_device(&s.decide(&request("a", (100, 2000)), &v)),
+        Some(1)
+    );
 }
 
 #[test]
@@ -94,7 +104,11 @@ fn a_call_held_back_by_a_busy_worker_says_what_it_waits_for() {
 #[test]
 fn short_of_ram_names_ram() {
     let (s, _) = scheduler();
-    let v = view(1024, &[], vec![loaded("a", Activity::Busy, 1, (2048, 0), None)]);
+    let v = view(
+        1024,
+        &[],
+        vec![loaded("a", Activity::Busy, 1, (2048, 0), None)],
+    );
     assert_eq!(
         wait_words(&s.decide(&request("b", (1536, 0)), &v)),
         "b waits for memory: it needs 1.5 GB of RAM and 1.0 GB is free; a (running a call, \
@@ -105,7 +119,11 @@ fn short_of_ram_names_ram() {
 #[test]
 fn a_call_that_could_never_fit_on_the_gpu_fails_at_once_and_evicts_nothing() {
     let (s, _) = scheduler();
-    let v = view(8000, &[(8192, 1024)], vec![idle("a", 1, (100, 4096), Some(0))]);
+    let v = view(
+        8000,
+        &[(8192, 1024)],
+        vec![idle("a", 1, (100, 4096), Some(0))],
+    );
     let d = s.decide(&request("big", (100, 12288)), &v);
     assert_eq!(
         never_words(&d),
@@ -153,10 +171,18 @@ fn the_concurrency_cap_holds_a_call_until_one_of_its_own_finishes() {
         "a waits for a free slot: it runs 1 call already, its limit (max_concurrent_requests 1); \
          it starts when one of them finishes"
     );
-    let Decision::Wait(_, ticket) = second else { unreachable!() };
-    assert!(!s.wait_for_change(ticket, std::time::Duration::ZERO), "nothing changed yet");
+    let Decision::Wait(_, ticket) = second else {
+        unreachable!()
+    };
+    assert!(
+        !s.wait_for_change(ticket, std::time::Duration::ZERO),
+        "nothing changed yet"
+    );
     drop(first);
-    assert!(s.wait_for_change(ticket, std::time::Duration::ZERO), "the release is a change");
+    assert!(
+        s.wait_for_change(ticket, std::time::Duration::ZERO),
+        "the release is a change"
+    );
     assert_eq!(admitted_device(&s.decide(&capped, &v)), None);
 }
 

@@ -21,11 +21,13 @@ struct Machine {
     loaded: HashMap<String, (usize, Duration)>,
 }
 
-fn view(machine: &Mutex<Machine>, clock: &dyn Clock) -> View {
+fn view(m: &Machine, clock: &dyn Clock) -> View {
     let sampled_at = clock.now();
-    let m = machine.lock().unwrap();
     let held = m.loaded.len() as u64 * NEEDS_MB;
-    assert!(held <= TOTAL_MB, "over-committed: {held} MB on a {TOTAL_MB} MB GPU");
+    assert!(
+        held <= TOTAL_MB,
+        "over-committed: {held} MB on a {TOTAL_MB} MB GPU"
+    );
     View {
         ram_free_bytes: 64 << 30,
         ram_capacity_bytes: 64 << 30,
@@ -42,7 +44,11 @@ fn view(machine: &Mutex<Machine>, clock: &dyn Clock) -> View {
             .map(|(id, &(busy, used))| Loaded {
                 instance: id.clone(),
                 plugin: id.clone(),
-                activity: if busy > 0 { Activity::Busy } else { Activity::Idle },
+                activity: if busy > 0 {
+                    Activity::Busy
+                } else {
+                    Activity::Idle
+                },
                 last_used: used,
                 held: Footprint::mb(0, NEEDS_MB),
                 device: Some(0),
@@ -59,24 +65,30 @@ fn eight_threads_on_instances_that_do_not_all_fit_neither_deadlock_nor_livelock(
     let clock: SharedClock = SystemClock::shared();
     let sched = Scheduler::new(Arc::clone(&clock), FitOptions::default());
     let machine = Arc::new(Mutex::new(Machine::default()));
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let (sched, machine, clock) = (sched.clone(), Arc::clone(&machine), Arc::clone(&clock));
             std::thread::spawn(move || {
-                let (mut done, mut waits) = (0, 0);
+                let (mut done, mut waits, mut evictions) = (0, 0, 0);
                 for call in 0..150 {
                     let id = format!("i{}", (t + call) % 6);
                     let req = request(&id, (0, NEEDS_MB));
                     loop {
                         assert!(Instant::now() < deadline, "{id} made no progress: livelock");
-                        match sched.decide(&req, &view(&machine, clock.as_ref())) {
+                        // As the manager does: the instance list is current when the
+                        // decision is taken, and an admission registers the worker
+                        // before anyone else decides.
+                        let decision = {
+                            let mut m = machine.lock().unwrap();
+                            let d = sched.decide(&req, &view(&m, clock.as_ref()));
+                            if let Decision::Admit(_) = &d {
+                                m.loaded.entry(id.clone()).or_insert((0, clock.now())).0 += 1;
+                            }
+                            d
+                        };
+                        match decision {
                             Decision::Admit(permit) => {
-                                {
-                                    let mut m = machine.lock().unwrap();
-                                    let e = m.loaded.entry(id.clone()).or_insert((0, clock.now()));
-                                    e.0 += 1;
-                                }
                                 std::thread::yield_now();
                                 {
                                     let mut m = machine.lock().unwrap();
@@ -89,10 +101,9 @@ fn eight_threads_on_instances_that_do_not_all_fit_neither_deadlock_nor_livelock(
                                 break;
                             }
                             Decision::Evict(victims) => {
+                                evictions += victims.len();
                                 for v in victims {
                                     let mut m = machine.lock().unwrap();
-                                    // A stale view may name one that is gone already;
-                                    // one that is there must be idle.
                                     let busy = m.loaded.get(&v).is_some_and(|e| e.0 > 0);
                                     assert!(!busy, "{v} was chosen while busy");
                                     m.loaded.remove(&v);
@@ -109,15 +120,22 @@ fn eight_threads_on_instances_that_do_not_all_fit_neither_deadlock_nor_livelock(
                         }
                     }
                 }
-                (done, waits)
+                (done, waits, evictions)
             })
         })
         .collect();
-    let mut total = 0;
+    let (mut total, mut waited, mut evicted) = (0, 0, 0);
     for t in threads {
-        let (done, _waits) = t.join().expect("no thread panicked");
+        let (done, waits, evictions) = t.join().expect("no thread panicked");
         total += done;
+        waited += waits;
+        evicted += evictions;
     }
     assert_eq!(total, 8 * 150, "every call completed");
+    assert!(
+        evicted > 0,
+        "six instances of 3000 MB on 8192 MB: some were evicted"
+    );
+    assert!(waited > 0, "and some calls waited");
     assert!(sched.reservations().is_empty());
 }

@@ -27,7 +27,11 @@ impl Talker {
             .unwrap();
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        Self { child, stdin, stdout }
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     fn expect(&mut self, word: &str) {
@@ -69,16 +73,31 @@ fn a_worker_tree_counts_its_children_and_its_peak_resets_after_each_reading() {
     tree.expect("ready");
     let pid = tree.child.id();
 
-    let usage = ProcessTable::scan().unwrap().usage(pid).expect("the tree is there");
+    let usage = ProcessTable::scan()
+        .unwrap()
+        .usage(pid)
+        .expect("the tree is there");
     assert_eq!(usage.processes, 2, "the worker and its child");
-    assert!(usage.rss_bytes >= 300 * MB, "both allocations count: {}", usage.rss_bytes);
+    assert!(
+        usage.rss_bytes >= 300 * MB,
+        "both allocations count: {}",
+        usage.rss_bytes
+    );
 
     tree.say("free");
     tree.expect("freed");
     let now = ProcessTable::scan().unwrap().usage(pid).unwrap();
-    assert!(now.rss_bytes < 250 * MB, "the parent's 200 MB went: {}", now.rss_bytes);
+    assert!(
+        now.rss_bytes < 250 * MB,
+        "the parent's 200 MB went: {}",
+        now.rss_bytes
+    );
     let peak = peak_and_reset(pid).unwrap();
-    assert!(peak.rss_peak_bytes >= 300 * MB, "the peak remembers: {}", peak.rss_peak_bytes);
+    assert!(
+        peak.rss_peak_bytes >= 300 * MB,
+        "the peak remembers: {}",
+        peak.rss_peak_bytes
+    );
     if let Some(pss) = peak.pss_bytes {
         assert!(pss >= 100 * MB, "the child's memory is its own: {pss}");
     }
@@ -94,7 +113,12 @@ fn a_worker_tree_counts_its_children_and_its_peak_resets_after_each_reading() {
 #[test]
 fn memory_a_process_sets_on_the_fake_gpu_shows_and_comes_back_when_it_exits() {
     let dir = cjm_testkit::Scratch::new("sched-fake-gpu");
-    let gpu = FakeGpu::create(dir.path(), &[FakeDevice::new("Fake GPU", 8192)], Duration::ZERO).unwrap();
+    let gpu = FakeGpu::create(
+        dir.path(),
+        &[FakeDevice::new("Fake GPU", 8192)],
+        Duration::ZERO,
+    )
+    .unwrap();
     let script = format!(
         r#"
 import json, os, sys
@@ -114,7 +138,11 @@ sys.stdin.read()
     assert_eq!(sample.held_by(&[pid]), vec![(0, 2048 * MB)]);
     holder.finish();
     let after = gpu.sample().unwrap();
-    assert_eq!(after.devices[0].free_bytes, 8192 * MB, "an exited process holds nothing");
+    assert_eq!(
+        after.devices[0].free_bytes,
+        8192 * MB,
+        "an exited process holds nothing"
+    );
 }
 
 #[test]
@@ -122,7 +150,9 @@ fn without_a_driver_there_are_no_gpus_and_no_error() {
     if std::env::var_os(cjm_sched::gpu::FAKE_GPU_VAR).is_some()
         || std::path::Path::new("/dev/nvidiactl").exists()
     {
-        eprintln!("skipped: this machine has a GPU (or a fake one is set); the NVML unit test covers it");
+        eprintln!(
+            "skipped: this machine has a GPU (or a fake one is set); the NVML unit test covers it"
+        );
         return;
     }
     let gpus = Gpus::detect();

@@ -36,7 +36,13 @@ pub(crate) fn view(ram_free_mb: u64, gpus: &[(u64, u64)], loaded: Vec<Loaded>) -
 }
 
 /// An instance loaded on `device`, holding (RAM, VRAM) MB, last used at `used_s`.
-pub(crate) fn loaded(id: &str, activity: Activity, used_s: u64, held_mb: (u64, u64), device: Option<u32>) -> Loaded {
+pub(crate) fn loaded(
+    id: &str,
+    activity: Activity,
+    used_s: u64,
+    held_mb: (u64, u64),
+    device: Option<u32>,
+) -> Loaded {
     Loaded {
         instance: id.to_owned(),
         plugin: format!("{id}-plugin"),
