@@ -6,21 +6,7 @@ use std::time::Duration;
 use cjm_sched::Decision;
 use cjm_sched::fit::{Activity, WaitFor};
 
-use crate::support::{idle, loaded, request, scheduler, view};
-
-fn victims(d: Decision) -> Vec<String> {
-    match d {
-        Decision::Evict(v) => v,
-        other => panic!("expected an eviction, got {other:?}"),
-    }
-}
-
-fn wait_words(d: &Decision) -> String {
-    match d {
-        Decision::Wait(w, _) => w.to_string(),
-        other => panic!("expected a wait, got {other:?}"),
-    }
-}
+use crate::support::{idle, loaded, request, scheduler, victims, view, wait_words};
 
 #[test]
 fn of_the_idle_workers_whose_release_is_enough_the_least_recently_used_goes() {

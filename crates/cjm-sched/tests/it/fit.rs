@@ -4,28 +4,9 @@
 use cjm_sched::Decision;
 use cjm_sched::fit::Activity;
 
-use crate::support::{idle, loaded, request, scheduler, view};
-
-fn admitted_device(d: &Decision) -> Option<u32> {
-    match d {
-        Decision::Admit(p) => p.device(),
-        other => panic!("expected an admission, got {other:?}"),
-    }
-}
-
-fn wait_words(d: &Decision) -> String {
-    match d {
-        Decision::Wait(w, _) => w.to_string(),
-        other => panic!("expected a wait, got {other:?}"),
-    }
-}
-
-fn never_words(d: &Decision) -> String {
-    match d {
-        Decision::Never(n) => n.to_string(),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
+use crate::support::{
+    admitted_device, idle, loaded, never_words, request, scheduler, view, wait_words,
+};
 
 #[test]
 fn a_call_that_fits_starts_on_the_gpu_with_the_most_free_memory() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cjm_core::{ManualClock, SharedClock};
 use cjm_sched::fit::{Activity, Device, Loaded, Request, View};
-use cjm_sched::{Basis, Expected, FitOptions, Footprint, Scheduler};
+use cjm_sched::{Basis, Decision, Expected, FitOptions, Footprint, Scheduler};
 
 pub(crate) fn scheduler() -> (Scheduler, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::default());
@@ -69,5 +69,37 @@ pub(crate) fn request(id: &str, needs_mb: (u64, u64)) -> Request {
         },
         requires_gpu: needs_mb.1 > 0,
         max_concurrent: None,
+    }
+}
+
+/// The device of an admission; any other decision fails the test.
+pub(crate) fn admitted_device(d: &Decision) -> Option<u32> {
+    match d {
+        Decision::Admit(p) => p.device(),
+        other => panic!("expected an admission, got {other:?}"),
+    }
+}
+
+/// The words of a wait.
+pub(crate) fn wait_words(d: &Decision) -> String {
+    match d {
+        Decision::Wait(w, _) => w.to_string(),
+        other => panic!("expected a wait, got {other:?}"),
+    }
+}
+
+/// The words of a refusal.
+pub(crate) fn never_words(d: &Decision) -> String {
+    match d {
+        Decision::Never(n) => n.to_string(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The instances an eviction names.
+pub(crate) fn victims(d: Decision) -> Vec<String> {
+    match d {
+        Decision::Evict(v) => v,
+        other => panic!("expected an eviction, got {other:?}"),
     }
 }
