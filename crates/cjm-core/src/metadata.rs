@@ -21,7 +21,8 @@ pub struct PluginTaxonomy {
 }
 
 /// What a plugin needs to run at all, for filtering at discovery (the reference's
-/// `ResourceRequirements`). How much memory it uses is measured, not declared.
+/// `ResourceRequirements`). How much memory it uses is measured; a declared amount
+/// in `extra` is only the prior.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ResourceRequirements {
@@ -31,6 +32,12 @@ pub struct ResourceRequirements {
     pub platforms: Vec<String>,
     /// The accelerators it can use, e.g. `cuda`, `cpu`; informational.
     pub accelerators: Vec<String>,
+    /// The block's other keys, in file order, kept and written back: notably the
+    /// amounts the reference's `SafetyScheduler` and `QueueScheduler` read from
+    /// the raw manifest (`min_system_ram_mb`, `min_gpu_vram_mb`), which cjm's
+    /// scheduler takes as the prior of a plugin's footprint.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// What is known about a discovered plugin (the reference's `PluginMeta`), with its

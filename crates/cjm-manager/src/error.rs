@@ -96,6 +96,47 @@ pub enum ManagerError {
         #[source]
         source: std::io::Error,
     },
+    /// A call waited for memory, a GPU or a worker longer than the admission
+    /// timeout.
+    #[error(
+        "a call to instance {instance_id} of plugin {plugin} gave up after waiting {:.1} s: {wait}",
+        waited.as_secs_f64()
+    )]
+    Waited {
+        /// The plugin.
+        plugin: String,
+        /// The instance.
+        instance_id: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// What it was waiting for, when it gave up.
+        wait: Box<cjm_sched::fit::Wait>,
+    },
+    /// A call that could never fit this machine: refused at once, nothing
+    /// evicted.
+    #[error("plugin {plugin}: {never}")]
+    Never {
+        /// The plugin.
+        plugin: String,
+        /// Why, with the numbers.
+        never: Box<cjm_sched::fit::Never>,
+    },
+    /// The `safety` or `queue` policy refused the call, and evicting idle
+    /// instances did not make room.
+    #[error(
+        "the {policy} scheduler blocked the call to instance {instance_id}: {blocked}{}",
+        if evicted.is_empty() { " (no idle instance to evict)".to_owned() } else { format!(" (after evicting {})", evicted.join(", ")) }
+    )]
+    Blocked {
+        /// The instance.
+        instance_id: String,
+        /// `safety` or `queue`.
+        policy: &'static str,
+        /// What it declared and what is free.
+        blocked: cjm_sched::policy::Blocked,
+        /// The instances evicted on the way.
+        evicted: Vec<String>,
+    },
     /// The instance crashed too often and is quarantined.
     #[error(
         "instance {instance_id} of plugin {plugin} is crash-looping and will not be restarted: {reason}"
@@ -135,7 +176,7 @@ impl ManagerError {
             Self::NotLoaded { instance_id, .. } => Some(format!(
                 "load an instance under this id first: `manager.load(&LoadSpec::new(PLUGIN).instance(\"{instance_id}\"))`; `Manager::instance_ids` lists the loaded ones"
             )),
-            Self::InvalidInstanceId { .. } => None,
+            Self::InvalidInstanceId { .. } | Self::Never { .. } => None,
             Self::Plugin(e) => e.hint(),
             Self::Worker(e) => e.hint(),
             Self::Config { error, persisted } => Some(if *persisted {
@@ -157,6 +198,12 @@ impl ManagerError {
             Self::Store(_) => Some("check that the data directory is readable and writable".into()),
             Self::Thread { .. } => Some(
                 "the process cannot start more threads: check its limits (`ulimit -u`, `/proc/sys/kernel/threads-max`, the cgroup's `pids.max`) and free memory, or unload instances it does not need, then try again".into(),
+            ),
+            Self::Waited { .. } => Some(
+                "`cjm-ctl resources` shows what holds the memory: stop or unload instances that are not needed, or raise `ManagerOptions::admission_timeout`".into(),
+            ),
+            Self::Blocked { .. } => Some(
+                "free memory (unload instances that are not needed), or use the `fit` policy, which waits for memory and says why".into(),
             ),
             Self::CrashLooping {
                 plugin,

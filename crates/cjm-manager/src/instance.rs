@@ -113,6 +113,44 @@ pub(crate) struct Instance {
     pub(crate) idle_ttl: Option<Duration>,
     /// Bumped for each new worker; a supervisor whose number is stale stops.
     pub(crate) generation: AtomicU64,
+    /// What admission knows of it: its declared needs, GPU pin and start cost.
+    pub(crate) placement: Mutex<Placement>,
+}
+
+/// An instance's side of admission.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Placement {
+    /// The manifest's declared amounts (`resources.min_system_ram_mb`,
+    /// `min_gpu_vram_mb`), the prior of its footprint.
+    pub(crate) declared: Option<cjm_sched::Footprint>,
+    /// The manifest's `resources.requires_gpu`.
+    pub(crate) requires_gpu: bool,
+    /// The raw `resources` block, as the reference's policies read it.
+    pub(crate) block: Option<Map<String, Value>>,
+    /// The GPU its worker is pinned to (`CUDA_VISIBLE_DEVICES`), once placed.
+    pub(crate) device: Option<u32>,
+    /// How long its last start took, in milliseconds: the cost of evicting it.
+    pub(crate) start_ms: f64,
+    /// Whether the log has said that it wants a GPU and none is here.
+    pub(crate) said_no_gpu: bool,
+}
+
+impl Placement {
+    /// From the manifest's `resources` block.
+    pub(crate) fn of(manifest: &Manifest) -> Self {
+        let resources = manifest.code.resources.as_ref();
+        let block = resources.map(|r| {
+            let mut block = r.extra.clone();
+            block.insert("requires_gpu".into(), r.requires_gpu.into());
+            block
+        });
+        Self {
+            declared: cjm_sched::footprint::declared(block.as_ref()),
+            requires_gpu: resources.is_some_and(|r| r.requires_gpu),
+            block,
+            ..Self::default()
+        }
+    }
 }
 
 impl Instance {

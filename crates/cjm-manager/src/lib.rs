@@ -30,10 +30,14 @@ mod state;
 pub use crate::{
     binding::PluginBinding,
     error::ManagerError,
-    manager::{InstanceInfo, LoadSpec, Manager, ManagerOptions},
+    manager::{
+        DeviceResources, InstanceInfo, InstanceResources, LoadSpec, Manager, ManagerOptions,
+        Resources, WaitingCall,
+    },
     state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy},
 };
 pub use cjm_core::{Clock, ManualClock, SharedClock, SystemClock};
 pub use cjm_proxy::StartMethod;
+pub use cjm_sched::{Expected, FitOptions, Footprint, Gpus, Policy};
 pub use cjm_schema::{ConfigError, ConfigProblem};
 pub use cjm_stores::SecretValue;

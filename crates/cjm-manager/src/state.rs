@@ -79,6 +79,7 @@ impl fmt::Display for CrashRecord {
 
 /// What the manager reports as it goes.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ManagerEvent {
     /// An instance changed state.
     State {
@@ -109,6 +110,23 @@ pub enum ManagerEvent {
         /// Why, in words.
         reason: String,
     },
+    /// An idle instance's worker was stopped to make room for a call.
+    Evicted {
+        /// The instance evicted.
+        instance_id: String,
+        /// Its plugin.
+        plugin: String,
+        /// The instance the room was made for.
+        for_instance: String,
+    },
+    /// A call waits to be admitted; `reason` says what for, in words a person
+    /// can act on. Sent each time the call looks again.
+    Waiting {
+        /// The instance the call is for.
+        instance_id: String,
+        /// Why it waits.
+        reason: String,
+    },
     /// A plugin's live config schema no longer matches its manifest.
     Drift {
         /// The instance.
@@ -116,6 +134,21 @@ pub enum ManagerEvent {
         /// The warning, with both hashes and the fix.
         message: String,
     },
+}
+
+impl ManagerEvent {
+    /// The instance it is about.
+    pub fn instance_id(&self) -> &str {
+        match self {
+            Self::State { instance_id, .. }
+            | Self::RestartScheduled { instance_id, .. }
+            | Self::CrashLooping { instance_id, .. }
+            | Self::Evicted { instance_id, .. }
+            | Self::Waiting { instance_id, .. }
+            | Self::Drift { instance_id, .. } => instance_id,
+            Self::Crashed(record) => &record.instance_id,
+        }
+    }
 }
 
 /// How crashed workers are restarted.

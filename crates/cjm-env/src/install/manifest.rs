@@ -255,6 +255,13 @@ fn manifest_from_meta(
                 .unwrap_or(false),
             platforms: strings("platforms"),
             accelerators: strings("accelerators"),
+            extra: r
+                .iter()
+                .filter(|(k, _)| {
+                    !["requires_gpu", "platforms", "accelerators"].contains(&k.as_str())
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     });
     m.code.config_schema = meta

@@ -1,30 +1,27 @@
-//! The call path: admitting a call (enabled, started on demand), making it, and the
-//! [`Running`] guard that holds the concurrency cap, counts it in flight, resets
-//! the idle clock and fires a deferred hook after the last one.
+//! The call path: a turn under the instance's concurrency cap ([`Slot`]),
+//! admission (enabled, then the policy, the worker started on demand), the call,
+//! and the [`Running`] guard that counts it in flight, holds its reservation,
+//! resets the idle clock and fires a deferred hook after the last one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cjm_core::PluginError;
 use cjm_proto::Value;
-use cjm_proxy::{CallOptions, Worker, WorkerError};
+use cjm_proxy::{CallOptions, WorkerError};
+use cjm_sched::Permit;
 
+use super::admission::{Admitted, Quick};
 use super::{Manager, plugin_ref};
 use crate::error::ManagerError;
-use crate::instance::{Instance, lock};
+use crate::instance::{Gate, Instance, lock};
 
 impl Manager {
-    /// Checks that `inst` takes work and returns its worker, started on demand.
-    pub(super) fn admit(&self, inst: &Arc<Instance>) -> Result<Worker, ManagerError> {
-        if !inst.enabled.load(Ordering::Acquire) {
-            return Err(ManagerError::Plugin(PluginError::Disabled {
-                plugin: plugin_ref(inst),
-            }));
-        }
-        if let Some(w) = inst.worker() {
-            return Ok(w);
-        }
-        self.start_instance(inst)
+    /// Checks that `inst` takes work, then admits the call (its worker started
+    /// on demand).
+    pub(super) fn admit(&self, inst: &Arc<Instance>) -> Result<Admitted, ManagerError> {
+        enabled(inst)?;
+        self.place(inst)
     }
 
     /// `execute(*args, **kwargs)` on instance `id`.
@@ -47,9 +44,12 @@ impl Manager {
         options: CallOptions,
     ) -> Result<Value, ManagerError> {
         let inst = self.instance(id)?;
-        let worker = self.admit(&inst)?;
-        let _running = Running::enter(self, &inst);
-        Ok(worker.call_blocking(method, args, kwargs, options)?)
+        let _slot = Slot::take(&inst);
+        let admitted = self.admit(&inst)?;
+        let _running = Running::enter(self, &inst, admitted.permit);
+        Ok(admitted
+            .worker
+            .call_blocking(method, args, kwargs, options)?)
     }
 
     /// `execute(*args, **kwargs)` on instance `id`, awaited.
@@ -60,20 +60,21 @@ impl Manager {
         kwargs: Vec<(String, Value)>,
     ) -> Result<Value, ManagerError> {
         let inst = self.instance(id)?;
-        let worker = match inst.worker() {
-            Some(w) if inst.enabled.load(Ordering::Acquire) => w,
-            _ => {
-                let (me, admitted) = (self.clone(), Arc::clone(&inst));
-                off_runtime(&inst.plugin, move || me.admit(&admitted)).await?
-            }
-        };
         if inst.gate.is_some() {
             // The cap blocks a thread while waiting; keep that off the runtime.
             let (me, id) = (self.clone(), id.to_owned());
             return off_runtime(&inst.plugin, move || me.execute(&id, args, kwargs)).await;
         }
-        let _running = Running::enter(self, &inst);
-        Ok(worker.execute(args, kwargs).await?)
+        enabled(&inst)?;
+        let admitted = match self.quick(&inst) {
+            Quick::Ready(admitted) => admitted,
+            Quick::Later(step) => {
+                let (me, waiting) = (self.clone(), Arc::clone(&inst));
+                off_runtime(&inst.plugin, move || me.finish(&waiting, step)).await?
+            }
+        };
+        let _running = Running::enter(self, &inst, admitted.permit);
+        Ok(admitted.worker.execute(args, kwargs).await?)
     }
 
     /// Calls the plugin's `prefetch()` (load models ahead of the first job),
@@ -81,6 +82,17 @@ impl Manager {
     pub fn prefetch(&self, id: &str) -> Result<(), ManagerError> {
         self.call(id, "prefetch", vec![], vec![], CallOptions::default())
             .map(drop)
+    }
+}
+
+/// Refuses work for a disabled instance, with the typed error.
+fn enabled(inst: &Instance) -> Result<(), ManagerError> {
+    if inst.enabled.load(Ordering::Acquire) {
+        Ok(())
+    } else {
+        Err(ManagerError::Plugin(PluginError::Disabled {
+            plugin: plugin_ref(inst),
+        }))
     }
 }
 
@@ -99,22 +111,46 @@ async fn off_runtime<T: Send + 'static>(
     })?
 }
 
-/// A call in flight: the concurrency cap held, counted, the idle clock reset, and
+/// A turn under an instance's concurrency cap (`max_concurrent`), taken before
+/// admission so that a call waiting for its turn reserves nothing.
+pub(super) struct Slot<'a>(Option<&'a Gate>);
+
+impl<'a> Slot<'a> {
+    pub(super) fn take(inst: &'a Instance) -> Self {
+        if let Some(g) = &inst.gate {
+            g.acquire();
+        }
+        Self(inst.gate.as_ref())
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            g.release();
+        }
+    }
+}
+
+/// A call in flight: counted, its reservation held, the idle clock reset, and
 /// on the way out a deferred hook fired if this was the last call.
 pub(super) struct Running<'a> {
     manager: &'a Manager,
     inst: &'a Instance,
+    /// Released after the call is counted out.
+    _permit: Option<Permit>,
 }
 
 impl<'a> Running<'a> {
-    pub(super) fn enter(manager: &'a Manager, inst: &'a Instance) -> Self {
-        if let Some(g) = &inst.gate {
-            g.acquire();
-        }
+    pub(super) fn enter(manager: &'a Manager, inst: &'a Instance, permit: Option<Permit>) -> Self {
         if inst.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
             manager.inner.hub.call_transition(inst, true);
         }
-        Self { manager, inst }
+        Self {
+            manager,
+            inst,
+            _permit: permit,
+        }
     }
 }
 
@@ -123,9 +159,6 @@ impl Drop for Running<'_> {
         let inst = self.inst;
         lock(&inst.status).last_used = self.manager.inner.clock.now();
         let left = inst.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
-        if let Some(g) = &inst.gate {
-            g.release();
-        }
         if left == 0 {
             self.manager.inner.hub.call_transition(inst, false);
         }

@@ -12,7 +12,7 @@ use cjm_schema::{ConfigSchema, Strictness};
 use cjm_stores::ConfigRecord;
 use serde_json::Map;
 
-use super::calls::Running;
+use super::calls::{Running, Slot};
 use super::{LoadSpec, Manager};
 use crate::error::ManagerError;
 use crate::instance::{Instance, lock};
@@ -107,7 +107,8 @@ impl Manager {
         let new = self.validate_config(&inst.plugin, config, lenient)?;
         let old = lock(&inst.config).clone();
         if let Some(worker) = inst.worker() {
-            let _running = Running::enter(self, &inst);
+            let _slot = Slot::take(&inst);
+            let _running = Running::enter(self, &inst, None);
             worker.call_blocking(
                 "reconfigure",
                 vec![

@@ -13,7 +13,7 @@ use serde_json::Map;
 use super::supervise::{reaper, supervise};
 use super::{LoadSpec, Manager};
 use crate::error::ManagerError;
-use crate::instance::{Gate, Hook, Instance, Status, lock};
+use crate::instance::{Gate, Hook, Instance, Placement, Status, lock};
 use crate::state::{InstanceState, ManagerEvent};
 
 impl Manager {
@@ -35,6 +35,7 @@ impl Manager {
         if id != spec.plugin {
             worker_spec.instance_id = Some(id.clone());
         }
+        let placement = Placement::of(&manifest);
         let inst = Arc::new(Instance {
             id: id.clone(),
             plugin: spec.plugin.clone(),
@@ -56,6 +57,7 @@ impl Manager {
             gate: spec.max_concurrent.map(Gate::new),
             idle_ttl: spec.idle_ttl,
             generation: std::sync::atomic::AtomicU64::new(0),
+            placement: Mutex::new(placement),
         });
         {
             let mut all = self
@@ -68,8 +70,17 @@ impl Manager {
             }
             all.insert(id.clone(), Arc::clone(&inst));
         }
+        if let Err(source) = self.start_monitor() {
+            self.remove(&id);
+            return Err(ManagerError::Thread {
+                plugin: spec.plugin.clone(),
+                instance_id: id,
+                role: "resource monitor",
+                source,
+            });
+        }
         if !spec.lazy
-            && let Err(e) = self.start_instance(&inst)
+            && let Err(e) = self.place(&inst)
         {
             self.remove(&id);
             return Err(e);
@@ -179,7 +190,9 @@ impl Manager {
         spec.env
             .retain(|(k, _)| !resolved.iter().any(|(r, _)| r == k));
         spec.env.extend(resolved);
+        self.pin(inst, &mut spec.env);
         self.set_state(inst, InstanceState::Starting);
+        let began = std::time::Instant::now();
         let started = Worker::spawn(spec).and_then(|w| {
             let config = lock(&inst.config).clone();
             // As the reference does: `initialize` only when there is a
@@ -208,6 +221,7 @@ impl Manager {
                 return Err(e.into());
             }
         };
+        lock(&inst.placement).start_ms = began.elapsed().as_secs_f64() * 1e3;
         *lock(&inst.worker) = Some(worker.clone());
         lock(&inst.status).last_used = self.inner.clock.now();
         self.check_drift(inst, &worker);
@@ -243,6 +257,24 @@ impl Manager {
             });
         }
         Ok(worker)
+    }
+
+    /// Pins the worker about to start to its GPU (`CUDA_VISIBLE_DEVICES`), and
+    /// points it at the fake GPU when that is what the manager reads.
+    fn pin(&self, inst: &Instance, env: &mut Vec<(String, String)>) {
+        let mut set = |key: &str, value: String| {
+            env.retain(|(k, _)| k != key);
+            env.push((key.to_owned(), value));
+        };
+        if let Some(device) = lock(&inst.placement).device {
+            set("CUDA_VISIBLE_DEVICES", device.to_string());
+        }
+        if let Some(cjm_sched::Gpus::Fake(fake)) = self.inner.monitor.known_gpus() {
+            set(
+                cjm_sched::gpu::FAKE_GPU_VAR,
+                fake.dir().display().to_string(),
+            );
+        }
     }
 
     /// Starts the idle reaper, if this manager has one, for instance `id` of
@@ -285,7 +317,7 @@ impl Manager {
     /// Starts instance `id`'s worker now (a lazy instance, or one stopped idle).
     pub fn start(&self, id: &str) -> Result<(), ManagerError> {
         let inst = self.instance(id)?;
-        self.start_instance(&inst).map(drop)
+        self.place(&inst).map(drop)
     }
 
     /// Stops instance `id`'s worker, keeping the instance loaded; the next call
@@ -351,7 +383,7 @@ impl Manager {
         if let Some(c) = config {
             *lock(&inst.config) = c;
         }
-        self.start_instance(&inst).map(drop)
+        self.place(&inst).map(drop)
     }
 
     /// Clears a crash-looping instance's record and starts it again.
@@ -363,7 +395,7 @@ impl Manager {
             status.quarantine = None;
         }
         self.set_state(&inst, InstanceState::Stopped);
-        self.start_instance(&inst).map(drop)
+        self.place(&inst).map(drop)
     }
 
     /// Disables instance `id`: calls are refused with a typed error, the worker

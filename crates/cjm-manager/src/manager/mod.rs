@@ -9,16 +9,22 @@
 //! | `config.rs` | effective configuration, the schema cache, validation, updates, persistence |
 //! | `worker_env.rs` | `WORKER_ENV`: secrets, visible variables, overrides |
 //! | `lifecycle.rs` | load, start, stop, unload, reload, reset, enable, disable, hooks |
-//! | `calls.rs` | admission, calls, the in-flight guard |
+//! | `calls.rs` | calls, the concurrency gate, the in-flight guard |
+//! | `admission.rs` | whether a call may start: the policy, eviction, waiting with a reason |
+//! | `resources.rs` | [`Resources`]: what the scheduler sees, for `cjm-ctl resources` |
+//! | `monitor.rs` | the latest sample of memory, GPUs and workers, and the thread that takes it |
 //! | `supervise.rs` | crash supervision and the idle reaper |
 //! | `threads.rs` | the supervisor and reaper threads, owned and joined, and their shutdown signal |
 
+mod admission;
 mod calls;
 mod config;
 mod discovery;
 mod hub;
 mod lifecycle;
+mod monitor;
 mod options;
+mod resources;
 mod supervise;
 mod threads;
 mod worker_env;
@@ -32,11 +38,13 @@ use std::time::Duration;
 use cjm_core::{CjmConfig, PluginError, PluginRef, SharedClock};
 use cjm_manifest::Discovery;
 use cjm_proxy::{StartMethod, Worker, WorkerStats};
+use cjm_sched::{Policy, Scheduler};
 use cjm_schema::ConfigSchema;
 use serde_json::Map;
 
 use self::hub::Hub;
 pub use self::options::{InstanceInfo, LoadSpec, ManagerOptions};
+pub use self::resources::{DeviceResources, InstanceResources, Resources, WaitingCall};
 use self::threads::Threads;
 use crate::error::ManagerError;
 use crate::instance::{Gate, Hook, Instance, lock};
@@ -61,6 +69,22 @@ struct Inner {
     schemas: Mutex<BTreeMap<String, Arc<ConfigSchema>>>,
     /// Operator overrides of visible `WORKER_ENV` variables, by plugin.
     env_overrides: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    /// How calls are admitted.
+    scheduling: Policy,
+    /// The `fit` policy's scheduler (with `fit` only).
+    fit: Option<Scheduler>,
+    /// How long a `fit` call may wait.
+    admission_timeout: Duration,
+    /// The most workers at once.
+    max_workers: Option<usize>,
+    /// How much a measured peak is raised.
+    footprint_margin: f64,
+    /// The latest samples.
+    monitor: monitor::Monitor,
+    /// How often the monitor thread samples; `None`: no thread.
+    monitor_interval: Option<Duration>,
+    /// The calls waiting for admission now, with their reasons.
+    waits: resources::Waits,
 }
 
 impl Drop for Inner {
@@ -144,6 +168,19 @@ impl Manager {
             stores: Stores::new(&cfg_data_dir, options.persist, &options.clock),
             schemas: Mutex::new(BTreeMap::new()),
             env_overrides: Mutex::new(BTreeMap::new()),
+            fit: match options.scheduling {
+                Policy::Fit(fit) => Some(Scheduler::new(options.clock.clone(), fit)),
+                _ => None,
+            },
+            monitor_interval: options
+                .monitor_interval
+                .filter(|_| options.scheduling != Policy::Permissive),
+            scheduling: options.scheduling,
+            admission_timeout: options.admission_timeout,
+            max_workers: options.max_workers,
+            footprint_margin: options.footprint_margin,
+            monitor: monitor::Monitor::new(options.gpus),
+            waits: resources::Waits::default(),
         });
         Self { inner }
     }

@@ -2,10 +2,12 @@
 //! ([`LoadSpec`]), and what it answers about an instance ([`InstanceInfo`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cjm_core::{SharedClock, SystemClock};
 use cjm_proxy::StartMethod;
+use cjm_sched::{Gpus, Policy};
 use serde_json::Map;
 
 use crate::state::{CrashRecord, InstanceState, RestartPolicy};
@@ -37,6 +39,26 @@ pub struct ManagerOptions {
     /// of CPU, against 15–20 ms for an executed one (`bench/RESULTS.md`);
     /// `StartMethod::Spawn` executes a fresh interpreter for each.
     pub start_method: StartMethod,
+    /// How calls are admitted: `fit` (the default: measured footprints,
+    /// reservations, eviction of idle workers, reasons for every wait) or one of
+    /// the reference's `permissive`, `safety` and `queue`.
+    pub scheduling: Policy,
+    /// How long a call admitted by `fit` may wait for memory, a slot or a
+    /// worker before it fails with the reason it waited (default 5 min, the
+    /// reference's `QueueScheduler` timeout).
+    pub admission_timeout: Duration,
+    /// The most workers running at once; `None`: no limit. A call that needs
+    /// another evicts an idle one, or waits.
+    pub max_workers: Option<usize>,
+    /// How much a measured peak is raised to give a call's expected footprint.
+    pub footprint_margin: f64,
+    /// How often the monitor thread samples memory, GPUs and every worker (real
+    /// time); `None`: only when a decision needs one. The thread starts with
+    /// the first loaded instance, unless the policy is `permissive`.
+    pub monitor_interval: Option<Duration>,
+    /// Where GPU readings come from; `None`: detected (the fake GPU where
+    /// `CJM_FAKE_GPU` names one, else NVML, else none).
+    pub gpus: Option<Arc<Gpus>>,
 }
 
 impl Default for ManagerOptions {
@@ -48,6 +70,12 @@ impl Default for ManagerOptions {
             reap_interval: Some(Duration::from_secs(1)),
             persist: true,
             start_method: StartMethod::Forkserver,
+            scheduling: Policy::default(),
+            admission_timeout: Duration::from_mins(5),
+            max_workers: None,
+            footprint_margin: cjm_sched::footprint::DEFAULT_MARGIN,
+            monitor_interval: Some(Duration::from_millis(100)),
+            gpus: None,
         }
     }
 }

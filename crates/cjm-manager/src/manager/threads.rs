@@ -1,6 +1,7 @@
-//! The manager's own threads (one supervisor per started worker, and the idle
-//! reaper) and the shutdown signal they wait on. Every thread is owned here and
-//! joined when the manager goes; none holds the manager alive while it waits.
+//! The manager's own threads (one supervisor per started worker, the idle
+//! reaper and the resource monitor) and the shutdown signal they wait on. Every
+//! thread is owned here and joined when the manager goes; none holds the manager
+//! alive while it waits.
 
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -70,6 +71,7 @@ pub(super) struct Threads {
     shutdown: Arc<Shutdown>,
     supervisors: Mutex<Vec<JoinHandle<()>>>,
     reaper: Mutex<Option<JoinHandle<()>>>,
+    monitor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Threads {
@@ -111,6 +113,19 @@ impl Threads {
         Ok(())
     }
 
+    /// Starts the resource monitor thread with `body`, unless it runs already.
+    pub(super) fn start_monitor(&self, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let mut monitor = lock(&self.monitor);
+        if monitor.is_none() {
+            *monitor = Some(
+                std::thread::Builder::new()
+                    .name("cjm-monitor".into())
+                    .spawn(body)?,
+            );
+        }
+        Ok(())
+    }
+
     /// Tells every thread to stop waiting (the first step of shutting down).
     pub(super) fn close(&self) {
         self.shutdown.close();
@@ -123,6 +138,7 @@ impl Threads {
         let me = std::thread::current().id();
         let mut handles = std::mem::take(&mut *lock(&self.supervisors));
         handles.extend(lock(&self.reaper).take());
+        handles.extend(lock(&self.monitor).take());
         for h in handles {
             if h.thread().id() != me {
                 // A thread that panicked has reported it already; nothing to add.

@@ -8,6 +8,7 @@
 
 mod config;
 mod lifecycle;
+mod scheduling;
 mod secrets;
 mod shutdown;
 mod supervision;

@@ -74,7 +74,12 @@ impl Project {
             role: role.into(),
             interface_fqcn: m.code.interface.clone(),
         });
-        let schema = if class == "ModelPlugin" {
+        let schema = if class == "GpuModel" {
+            json!({"type": "object", "properties": {
+                "vram_mb": {"type": "integer", "default": 0},
+                "ram_mb": {"type": "integer", "default": 0},
+            }})
+        } else if class == "ModelPlugin" {
             json!({"type": "object", "properties": {
                 "model": {"type": "string", "default": "base"},
                 "temperature": {"type": "number", "default": 0.5},
@@ -94,6 +99,30 @@ impl Project {
         m.refresh_config_schema_hash();
         m.write(self.dir.join(format!("data/manifests/{name}.json")))
             .unwrap();
+    }
+
+    /// A manifest for the `GpuModel` fixture under plugin name `name`, whose
+    /// `resources` block declares these amounts (as the reference's
+    /// schedulers read them).
+    pub(crate) fn gpu_manifest(&self, name: &str, resources: Value) {
+        self.manifest_of(name, "demo", "GpuPlugin", None, "GpuModel");
+        let path = self.dir.join(format!("data/manifests/{name}.json"));
+        let mut m = Manifest::load(&path).unwrap();
+        let Value::Object(block) = resources else {
+            panic!("resources must be an object")
+        };
+        m.code.resources = Some(cjm_core::ResourceRequirements {
+            requires_gpu: block
+                .get("requires_gpu")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            extra: block
+                .into_iter()
+                .filter(|(k, _)| k != "requires_gpu")
+                .collect(),
+            ..Default::default()
+        });
+        m.write(path).unwrap();
     }
 
     pub(crate) fn config(&self) -> CjmConfig {
@@ -217,11 +246,5 @@ pub(crate) fn exited(pid: u32) -> bool {
 
 /// The instance an event is about.
 pub(crate) fn instance_of(e: &ManagerEvent) -> &str {
-    match e {
-        ManagerEvent::State { instance_id, .. }
-        | ManagerEvent::RestartScheduled { instance_id, .. }
-        | ManagerEvent::CrashLooping { instance_id, .. }
-        | ManagerEvent::Drift { instance_id, .. } => instance_id,
-        ManagerEvent::Crashed(record) => &record.instance_id,
-    }
+    e.instance_id()
 }

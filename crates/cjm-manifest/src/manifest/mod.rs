@@ -301,6 +301,7 @@ impl CodeSection {
             block.insert("requires_gpu".into(), resources.requires_gpu.into());
             block.insert("platforms".into(), resources.platforms.clone().into());
             block.insert("accelerators".into(), resources.accelerators.clone().into());
+            extend_unknown(&mut block, &resources.extra);
             map.insert("resources".into(), block.into());
         }
         if let Some(schema) = &self.config_schema {

@@ -24,6 +24,9 @@ pub(crate) const INSTALL_KEYS: [&str; 7] = [
     "package_source",
 ];
 
+/// The `resources` keys the typed block holds; the others stay in its `extra`.
+const RESOURCE_KEYS: [&str; 3] = ["requires_gpu", "platforms", "accelerators"];
+
 pub(crate) const CODE_KEYS: [&str; 11] = [
     "name",
     "version",
@@ -261,6 +264,11 @@ impl Reader {
             requires_gpu: block.get("requires_gpu").is_some_and(|v| !is_falsy(v)),
             platforms: self.strings(block, "platforms", &path),
             accelerators: self.strings(block, "accelerators", &path),
+            extra: block
+                .iter()
+                .filter(|(k, _)| !RESOURCE_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 

@@ -48,14 +48,18 @@ fn a_refreshed_schema_hash_equals_the_one_the_reference_wrote() {
 }
 
 #[test]
-fn unknown_keys_survive_a_read_and_write_in_their_sections_and_order() {
+fn unknown_keys_survive_a_read_and_write_in_their_sections_and_order_resources_included() {
     let mut value: Value = serde_json::from_str(&read_fixture("v2/full.json")).unwrap();
     value["zz_top"] = json!({"kept": true});
     value["aa_top"] = json!(1);
     value["install"]["venv_kind"] = json!("uv");
     value["code"]["entry_point"] = json!("whisper = pkg:Plugin");
     value["drift_tracking"]["live_hash"] = json!(null);
+    // The amounts the reference's schedulers read from the raw block.
+    value["code"]["resources"]["min_gpu_vram_mb"] = json!(6144);
     let manifest = Manifest::from_json_value(&value, "extra.json").unwrap();
+    let resources = manifest.code.resources.as_ref().unwrap();
+    assert_eq!(resources.extra.get("min_gpu_vram_mb"), Some(&json!(6144)));
     assert_eq!(
         manifest.extra.keys().collect::<Vec<_>>(),
         ["zz_top", "aa_top"]

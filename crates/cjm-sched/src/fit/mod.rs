@@ -92,7 +92,20 @@ impl Drop for Permit {
         if let Some(claim) = ledger.claims.remove(&self.id) {
             // Until a sample taken after now shows what the worker holds, the
             // claim keeps counting: a stale view must not hand it out twice.
-            ledger.settling.push((claim, released_at));
+            // One entry per instance, however many calls ended since the last
+            // sample, so that a decision's cost does not grow with the call rate.
+            match ledger
+                .settling
+                .iter_mut()
+                .find(|(c, _)| c.instance == claim.instance)
+            {
+                Some((settling, at)) => {
+                    settling.needs = settling.needs.max(claim.needs);
+                    settling.device = settling.device.or(claim.device);
+                    *at = released_at;
+                }
+                None => ledger.settling.push((claim, released_at)),
+            }
         }
         ledger.changed();
         drop(ledger);

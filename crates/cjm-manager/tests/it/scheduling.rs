@@ -1,0 +1,323 @@
+//! Admission on real workers and the scripted fake GPU: placement by free memory,
+//! eviction of idle workers, calls that wait with their reason, calls that can
+//! never fit, memory that comes back late, and the reference's policies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cjm_manager::{LoadSpec, Manager, ManagerError, ManagerEvent, ManagerOptions, SystemClock};
+use cjm_proto::Value;
+use cjm_sched::gpu::{FakeDevice, FakeGpu};
+use cjm_sched::{Gpus, Policy};
+use serde_json::json;
+
+use crate::support::{Project, eventually, map, wait_for};
+
+/// A project with one fake GPU per entry of `devices_mb`, and the manager's
+/// options on it.
+fn on_fake_gpus(name: &str, devices_mb: &[u64], release: Duration) -> (Project, ManagerOptions) {
+    let p = Project::new(name);
+    let devices: Vec<FakeDevice> = devices_mb
+        .iter()
+        .map(|mb| FakeDevice::new("Fake GPU", *mb))
+        .collect();
+    let fake = FakeGpu::create(&p.dir.join("gpu"), &devices, release).unwrap();
+    // The real clock: whether a sample was taken after a call ended or a worker
+    // was evicted is read on it.
+    let options = ManagerOptions {
+        gpus: Some(Arc::new(Gpus::Fake(fake))),
+        clock: SystemClock::shared(),
+        ..p.options()
+    };
+    (p, options)
+}
+
+/// A GPU plugin declaring `mb` of GPU memory, whose worker holds as much.
+fn gpu_plugin(p: &Project, name: &str, mb: u64) {
+    p.gpu_manifest(name, json!({"requires_gpu": true, "min_gpu_vram_mb": mb}));
+}
+
+fn load(m: &Manager, name: &str, vram_mb: u64) -> String {
+    m.load(&LoadSpec::new(name).config(map(json!({ "vram_mb": vram_mb }))))
+        .unwrap()
+}
+
+/// The `CUDA_VISIBLE_DEVICES` a call on `id` ran under.
+fn device_of(m: &Manager, id: &str) -> String {
+    let out = m.execute(id, vec![], vec![]).unwrap().to_json();
+    out["device"].as_str().unwrap_or("unset").to_owned()
+}
+
+fn hold() -> Vec<(String, Value)> {
+    vec![("hold".into(), Value::Bool(true))]
+}
+
+#[test]
+fn workers_are_pinned_to_the_device_with_the_most_free_memory() {
+    let (p, options) = on_fake_gpus("sched-pin", &[8192, 8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 6144);
+    gpu_plugin(&p, "gpu-b", 6144);
+    let m = Manager::new(p.config(), options);
+    let a = load(&m, "gpu-a", 6144);
+    let first = device_of(&m, &a);
+    let b = load(&m, "gpu-b", 6144);
+    let second = device_of(&m, &b);
+    let mut both = [first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(both, ["0", "1"], "one per device: {first}, {second}");
+    assert_eq!(
+        m.state(&a).unwrap().as_str(),
+        "ready",
+        "nothing was evicted"
+    );
+}
+
+#[test]
+fn an_idle_worker_is_evicted_for_a_call_that_does_not_fit_beside_it() {
+    let (p, options) = on_fake_gpus("sched-evict", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 6144);
+    gpu_plugin(&p, "gpu-b", 4096);
+    let m = Manager::new(p.config(), options);
+    let a = load(&m, "gpu-a", 6144);
+    assert_eq!(device_of(&m, &a), "0");
+    let mut events = m.subscribe();
+    let b = m
+        .load(
+            &LoadSpec::new("gpu-b")
+                .lazy()
+                .config(map(json!({"vram_mb": 4096}))),
+        )
+        .unwrap();
+    let out = m.execute(&b, vec![], vec![]).unwrap().to_json();
+    assert_eq!(out["held_mb"], json!(4096.0));
+    wait_for(&mut events, |e| {
+        matches!(e, ManagerEvent::Evicted { instance_id, for_instance, .. }
+            if instance_id == &a && for_instance == &b)
+    });
+    assert_eq!(m.state(&a).unwrap().as_str(), "stopped");
+    assert!(m.worker(&a).is_none(), "gpu-a's worker was stopped");
+}
+
+#[test]
+fn a_call_that_could_never_fit_fails_at_once_naming_the_numbers_and_evicts_nothing() {
+    let (p, options) = on_fake_gpus("sched-never", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 2048);
+    gpu_plugin(&p, "gpu-huge", 12288);
+    let m = Manager::new(p.config(), options);
+    let a = load(&m, "gpu-a", 2048);
+    m.execute(&a, vec![], vec![]).unwrap();
+    let huge = m.load(&LoadSpec::new("gpu-huge").lazy()).unwrap();
+    let err = m.execute(&huge, vec![], vec![]).unwrap_err();
+    assert!(matches!(err, ManagerError::Never { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "plugin gpu-huge: gpu-huge can never run here: it needs 12.0 GB of GPU memory and the \
+         most any GPU could give is 8.0 GB (GPU 0, Fake GPU, 8.0 GB in all); lower its \
+         footprint (resources.min_gpu_vram_mb, or a smaller model in its config) or use a \
+         larger GPU"
+    );
+    assert_eq!(
+        m.state(&a).unwrap().as_str(),
+        "ready",
+        "nothing was evicted"
+    );
+}
+
+#[test]
+fn a_call_waits_with_its_reason_while_the_memory_is_busy_and_runs_once_it_is_free() {
+    let (p, options) = on_fake_gpus("sched-wait", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 6144);
+    gpu_plugin(&p, "gpu-b", 4096);
+    let m = Manager::new(p.config(), options);
+    let a = load(&m, "gpu-a", 6144);
+    let b = m
+        .load(
+            &LoadSpec::new("gpu-b")
+                .lazy()
+                .config(map(json!({"vram_mb": 4096}))),
+        )
+        .unwrap();
+    let mut events = m.subscribe();
+    std::thread::scope(|s| {
+        let busy = s.spawn(|| m.execute(&a, vec![], hold()));
+        eventually("gpu-a's call to hold", || {
+            p.hooks().iter().any(|l| l.ends_with("holding"))
+        });
+        let waiting = s.spawn(|| m.execute(&b, vec![], vec![]));
+        let seen = wait_for(&mut events, |e| matches!(e, ManagerEvent::Waiting { .. }));
+        let Some(ManagerEvent::Waiting {
+            instance_id,
+            reason,
+        }) = seen.last()
+        else {
+            unreachable!()
+        };
+        assert_eq!(instance_id, &b);
+        assert_eq!(
+            reason,
+            "gpu-b waits for memory: it needs 4.0 GB of GPU memory on GPU 0 (Fake GPU) and \
+             2.0 GB is free there; gpu-a (running a call, 6.0 GB) holds the rest; it starts \
+             when a call of gpu-a finishes"
+        );
+        let r = m.resources();
+        assert_eq!(r.policy, "fit");
+        assert_eq!(r.waiting.len(), 1, "{:?}", r.waiting);
+        assert_eq!((&r.waiting[0].instance_id, &r.waiting[0].reason), (&b, reason));
+        assert_eq!(r.devices.len(), 1);
+        assert_eq!(r.devices[0].total_bytes, 8192 << 20);
+        let a_now = r.instances.iter().find(|i| i.id == a).unwrap();
+        assert_eq!((a_now.state.as_str(), a_now.device, a_now.running), ("busy", Some(0), 1));
+        assert_eq!(a_now.expected.to_string(), "0 MB RAM, 6.0 GB GPU (declared)");
+        fs_err::write(p.marker("release"), b"").unwrap();
+        busy.join().unwrap().unwrap();
+        let out = waiting.join().unwrap().unwrap().to_json();
+        assert_eq!(out["held_mb"], json!(4096.0));
+    });
+    assert!(m.worker(&a).is_none(), "gpu-a was evicted once idle");
+    assert!(m.resources().waiting.is_empty(), "no call waits any more");
+}
+
+#[test]
+fn a_call_that_waits_past_the_admission_timeout_fails_with_the_reason() {
+    let (p, options) = on_fake_gpus("sched-timeout", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 6144);
+    gpu_plugin(&p, "gpu-b", 4096);
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            admission_timeout: Duration::from_millis(200),
+            ..options
+        },
+    );
+    let a = load(&m, "gpu-a", 6144);
+    let b = m.load(&LoadSpec::new("gpu-b").lazy()).unwrap();
+    std::thread::scope(|s| {
+        let busy = s.spawn(|| m.execute(&a, vec![], hold()));
+        eventually("gpu-a's call to hold", || {
+            p.hooks().iter().any(|l| l.ends_with("holding"))
+        });
+        let err = m.execute(&b, vec![], vec![]).unwrap_err();
+        fs_err::write(p.marker("release"), b"").unwrap();
+        busy.join().unwrap().unwrap();
+        assert!(matches!(err, ManagerError::Waited { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("a call to instance gpu-b of plugin gpu-b gave up after waiting "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "gpu-b waits for memory: it needs 4.0 GB of GPU memory on GPU 0 (Fake GPU) and \
+                 2.0 GB is free there; gpu-a (running a call, 6.0 GB) holds the rest; it \
+                 starts when a call of gpu-a finishes"
+            ),
+            "{text}"
+        );
+        assert!(err.hint().unwrap().contains("cjm-ctl resources"));
+    });
+}
+
+#[test]
+fn memory_that_comes_back_late_after_an_eviction_is_waited_for_by_measuring_it() {
+    // The fake driver frees an exited process's memory 300 ms after it is seen gone.
+    let (p, options) = on_fake_gpus("sched-late", &[8192], Duration::from_millis(300));
+    gpu_plugin(&p, "gpu-a", 6144);
+    gpu_plugin(&p, "gpu-b", 4096);
+    let m = Manager::new(p.config(), options);
+    let a = load(&m, "gpu-a", 6144);
+    m.execute(&a, vec![], vec![]).unwrap();
+    let b = m
+        .load(
+            &LoadSpec::new("gpu-b")
+                .lazy()
+                .config(map(json!({"vram_mb": 4096}))),
+        )
+        .unwrap();
+    let mut events = m.subscribe();
+    // Had b's worker started before the memory came back, its allocation of
+    // 4096 MB would have failed on the fake device.
+    let out = m.execute(&b, vec![], vec![]).unwrap().to_json();
+    assert_eq!(out["held_mb"], json!(4096.0));
+    let seen = wait_for(
+        &mut events,
+        |e| matches!(e, ManagerEvent::State { instance_id, to, .. } if instance_id == &b && to.as_str() == "ready"),
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ManagerEvent::Waiting { reason, .. }
+            if reason.contains("it starts when the memory freed by evicting gpu-a comes back"))),
+        "b waited for the memory, saying so: {seen:#?}"
+    );
+}
+
+#[test]
+fn without_a_gpu_a_plugin_that_asks_for_one_runs_as_the_reference_runs_it() {
+    let p = Project::new("sched-nogpu");
+    gpu_plugin(&p, "gpu-a", 6144);
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            gpus: Some(Arc::new(Gpus::None {
+                reason: "no NVIDIA driver (libnvidia-ml.so.1 not found)".into(),
+            })),
+            ..p.options()
+        },
+    );
+    let a = m.load(&LoadSpec::new("gpu-a").lazy()).unwrap();
+    // The plugin itself needs the fake to "allocate"; without one it only runs.
+    let err = m.execute(&a, vec![], vec![]).unwrap_err().to_string();
+    assert!(
+        err.contains("CJM_FAKE_GPU is not set"),
+        "admitted and started; the plugin's own error: {err}"
+    );
+}
+
+#[test]
+fn the_safety_policy_refuses_what_was_declared_beyond_free_ram_after_evicting_idle_ones() {
+    let p = Project::new("sched-safety");
+    p.gpu_manifest("ram-hog", json!({"min_system_ram_mb": 100_000_000}));
+    p.manifest("counter", "demo", "CounterPlugin");
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            scheduling: Policy::Safety,
+            ..p.options()
+        },
+    );
+    let counter = m.load(&LoadSpec::new("counter")).unwrap();
+    let hog = m.load(&LoadSpec::new("ram-hog").lazy()).unwrap();
+    let err = m.execute(&hog, vec![], vec![]).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "the safety scheduler blocked the call to instance ram-hog: ram-hog needs \
+             100000000MB RAM and "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("MB is available (after evicting counter)"),
+        "{text}"
+    );
+    assert!(m.worker(&counter).is_none(), "the idle counter was evicted");
+}
+
+#[test]
+fn the_permissive_policy_admits_everything() {
+    let (p, options) = on_fake_gpus("sched-permissive", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-huge", 12288);
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            scheduling: Policy::Permissive,
+            ..options
+        },
+    );
+    let huge = m.load(&LoadSpec::new("gpu-huge").lazy()).unwrap();
+    let out = m.execute(&huge, vec![], vec![]).unwrap().to_json();
+    assert_eq!(
+        out["held_mb"],
+        json!(0.0),
+        "admitted, though it declares 12 GB of 8"
+    );
+}
