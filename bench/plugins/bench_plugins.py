@@ -43,3 +43,19 @@ class Fill:
         ctypes.memset(view, byte, size)
         del view
         return buf
+
+
+class Sleeper:
+    """Sleeps `ms` milliseconds per call: a call that holds its worker, not a core."""
+
+    name = "sleeper"
+    version = "1.0.0"
+
+    def initialize(self, config=None):
+        pass
+
+    def execute(self, ms=0):
+        import time
+
+        time.sleep(ms / 1000)
+        return ms

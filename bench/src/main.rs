@@ -20,6 +20,7 @@ mod latency;
 mod lifecycle;
 mod manager;
 mod report;
+mod sched;
 
 use report::{Reading, Report};
 
@@ -45,6 +46,7 @@ impl Ctx {
     }
 }
 
+#[expect(clippy::too_many_lines, reason = "one linear script of measurements")]
 fn main() -> Result<()> {
     let python = std::env::var_os("CJM_PYTHON")
         .map(PathBuf::from)
@@ -130,6 +132,7 @@ fn main() -> Result<()> {
         |r| manager_figures(r, &ctx),
     );
 
+    sched::figures(&mut r, &ctx.root, &ctx.python);
     let mut out = r.to_json();
     out.insert("machine".into(), machine());
     out.insert(

@@ -294,7 +294,7 @@ fn python_starts(python: &Path) -> Result<f64> {
     Ok(ratios[ratios.len() / 2])
 }
 
-fn write_manifest(
+pub(crate) fn write_manifest(
     work: &Path,
     root: &Path,
     python: &Path,

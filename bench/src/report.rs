@@ -55,6 +55,10 @@ pub(crate) const TARGETS: &[Target] = &[
     at_most("install_noop_s", 0.3, "s"),
     at_most("manager_call_overhead_us", 5.0, "us"),
     at_most("load_10_instances_ratio", 3.0, "ms"),
+    at_most("admission_us", 20.0, "us"),
+    at_most("monitor_sample_ms", 5.0, "ms"),
+    at_most("evict_reload_ms", 2.0, "ms"),
+    at_least("parallel_fit_efficiency", 0.9, "ratio"),
 ];
 
 fn target(key: &str) -> &'static Target {

@@ -79,6 +79,17 @@ impl Manager {
                     Err(blocked) => Quick::Later(Step::Blocked(blocked)),
                 }
             }
+            Policy::Fit(_) if inst.worker().is_some() && needs_nothing(inst) => {
+                let fit = self
+                    .inner
+                    .fit
+                    .as_ref()
+                    .expect("the fit policy has a scheduler");
+                match fit.admit_running_without_needs(&inst.id) {
+                    Some(permit) => ready(Some(permit)),
+                    None => Quick::Later(Step::Fit(self.decide(inst, &self.snapshot()))),
+                }
+            }
             Policy::Fit(_) => match self.decide(inst, &self.snapshot()) {
                 Decision::Admit(permit) => ready(Some(permit)),
                 other => Quick::Later(Step::Fit(other)),
@@ -333,6 +344,16 @@ impl Manager {
         });
         true
     }
+}
+
+/// Whether a call on `inst` is expected to need no memory and no GPU, so
+/// that a running worker takes it without a view.
+fn needs_nothing(inst: &Instance) -> bool {
+    let placement = lock(&inst.placement);
+    !placement.requires_gpu
+        && placement
+            .declared
+            .is_none_or(|d| d == cjm_sched::Footprint::default())
 }
 
 /// `inst` as a decision sees it; `None` when it has no worker.

@@ -122,10 +122,21 @@ impl Waits {
 }
 
 impl Manager {
-    /// What the scheduler sees now (from the latest sample).
+    /// What the scheduler sees now (from the latest sample, at most
+    /// [`ManagerOptions::monitor_interval`](super::ManagerOptions::monitor_interval)
+    /// old).
     pub fn resources(&self) -> Resources {
-        let snapshot = self.snapshot();
-        let view = self.view(&snapshot);
+        self.resources_from(&self.snapshot())
+    }
+
+    /// The same, from a sample taken now.
+    pub fn refresh_resources(&self) -> Resources {
+        let seen = self.inner.monitor.latest().seq;
+        self.resources_from(&self.fresh_snapshot(seen))
+    }
+
+    fn resources_from(&self, snapshot: &super::monitor::Snapshot) -> Resources {
+        let view = self.view(snapshot);
         let reservations = self
             .inner
             .fit

@@ -162,12 +162,21 @@ fn a_call_waits_with_its_reason_while_the_memory_is_busy_and_runs_once_it_is_fre
         let r = m.resources();
         assert_eq!(r.policy, "fit");
         assert_eq!(r.waiting.len(), 1, "{:?}", r.waiting);
-        assert_eq!((&r.waiting[0].instance_id, &r.waiting[0].reason), (&b, reason));
+        assert_eq!(
+            (&r.waiting[0].instance_id, &r.waiting[0].reason),
+            (&b, reason)
+        );
         assert_eq!(r.devices.len(), 1);
         assert_eq!(r.devices[0].total_bytes, 8192 << 20);
         let a_now = r.instances.iter().find(|i| i.id == a).unwrap();
-        assert_eq!((a_now.state.as_str(), a_now.device, a_now.running), ("busy", Some(0), 1));
-        assert_eq!(a_now.expected.to_string(), "0 MB RAM, 6.0 GB GPU (declared)");
+        assert_eq!(
+            (a_now.state.as_str(), a_now.device, a_now.running),
+            ("busy", Some(0), 1)
+        );
+        assert_eq!(
+            a_now.expected.to_string(),
+            "0 MB RAM, 6.0 GB GPU (declared)"
+        );
         fs_err::write(p.marker("release"), b"").unwrap();
         busy.join().unwrap().unwrap();
         let out = waiting.join().unwrap().unwrap().to_json();

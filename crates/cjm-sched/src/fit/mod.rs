@@ -89,7 +89,11 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let released_at = self.inner.clock.now();
         let mut ledger = lock(&self.inner.ledger);
-        if let Some(claim) = ledger.claims.remove(&self.id) {
+        if let Some(claim) = ledger
+            .claims
+            .remove(&self.id)
+            .filter(|c| c.needs != Footprint::default())
+        {
             // Until a sample taken after now shows what the worker holds, the
             // claim keeps counting: a stale view must not hand it out twice.
             // One entry per instance, however many calls ended since the last
@@ -243,6 +247,33 @@ impl Scheduler {
             choose::Outcome::Wait(wait) => Decision::Wait(wait, ticket),
             choose::Outcome::Never(never) => Decision::Never(never),
         }
+    }
+
+    /// Admits a call that needs no memory on an instance whose worker runs: the
+    /// one decision [`decide`](Self::decide) would make without a view, unless
+    /// the instance is being evicted (then `None`: ask `decide`, which says
+    /// why it waits). The manager's hot path for plugins with no footprint.
+    pub fn admit_running_without_needs(&self, instance: &str) -> Option<Permit> {
+        let mut ledger = lock(&self.inner.ledger);
+        if ledger.evictions.iter().any(|e| e.instance == instance) {
+            return None;
+        }
+        let id = ledger.next_id;
+        ledger.next_id += 1;
+        ledger.claims.insert(
+            id,
+            Claim {
+                instance: instance.to_owned(),
+                needs: Footprint::default(),
+                device: None,
+            },
+        );
+        ledger.changed();
+        Some(Permit {
+            inner: Arc::clone(&self.inner),
+            id,
+            device: None,
+        })
     }
 
     /// Reports that an instance [`Decision::Evict`] named has stopped (or could
