@@ -281,7 +281,7 @@ impl Drop for Progress {
 }
 
 /// Prints a manager error (and its hint) on stderr; the exit code says what kind.
-fn report_manager(e: &ManagerError) -> ExitCode {
+pub(crate) fn report_manager(e: &ManagerError) -> ExitCode {
     match e {
         ManagerError::Worker(w) => report(w, exit_code(w)),
         other => {

@@ -29,6 +29,7 @@ mod host;
 mod inspect;
 mod install;
 mod plugins;
+mod resources;
 mod setup_runtime;
 mod size;
 mod stores;
@@ -78,6 +79,8 @@ enum Command {
     Config(stores::ConfigArgs),
     /// Show a plugin's configuration schema and the configuration it loads with.
     Schema(inspect::SchemaArgs),
+    /// Show what the scheduler sees: memory, GPUs, footprints, waiting calls.
+    Resources(resources::ResourcesArgs),
     /// Show an installed plugin: manifest, environment, configuration, variables, secrets (names), log.
     Info(inspect::InfoArgs),
     /// Print a shell completion script: `cjm-ctl completions bash > /etc/bash_completion.d/cjm-ctl`.
@@ -176,6 +179,7 @@ fn main() -> ExitCode {
         Command::Config(a) => stores::config(&a, g),
         Command::Schema(a) => inspect::schema(&a, g),
         Command::Info(a) => inspect::info(&a, g),
+        Command::Resources(a) => resources::run(&a, g),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -35,6 +35,65 @@ pub(super) fn worker_cgroups() -> Check {
     }
 }
 
+/// The GPUs the scheduler will see (none is never a failure: cjm runs without).
+pub(super) fn gpus() -> Check {
+    let gpus = cjm::sched::Gpus::detect();
+    let detail = match gpus.sample() {
+        Ok(sample) if !sample.devices.is_empty() => {
+            let devices: Vec<String> = sample
+                .devices
+                .iter()
+                .map(|d| {
+                    format!(
+                        "GPU {} {} ({} free of {})",
+                        d.index,
+                        d.name,
+                        cjm::sched::amount::show(d.free_bytes),
+                        cjm::sched::amount::show(d.total_bytes)
+                    )
+                })
+                .collect();
+            format!("{}: {}", gpus.describe(), devices.join(", "))
+        }
+        Ok(_) => gpus.describe(),
+        Err(e) => {
+            return Check::warn(
+                "GPUs",
+                format!("{}: {e}", gpus.describe()),
+                "check the NVIDIA driver (`nvidia-smi`); until it reads, calls are scheduled as if there were no GPU",
+            );
+        }
+    };
+    Check::ok("GPUs", detail)
+}
+
+/// The memory the scheduler admits calls into, and how it measures workers.
+pub(super) fn memory() -> Check {
+    match cjm::sched::MachineSample::read() {
+        Ok(m) => {
+            let show = cjm::sched::amount::show;
+            let limit = m.limit.as_ref().map_or_else(String::new, |l| {
+                format!(" (cgroup limit {})", show(l.limit_bytes))
+            });
+            let pressure = m.pressure.as_ref().map_or_else(String::new, |p| {
+                format!("; pressure {:.1} % (some, 10 s)", p.some_avg10)
+            });
+            let detail = format!(
+                "{} available of {}{limit}{pressure}; workers measured through procfs (RSS of \
+                 each worker's process tree)",
+                show(m.free_bytes()),
+                show(m.capacity_bytes())
+            );
+            Check::ok("memory", detail)
+        }
+        Err(e) => Check::warn(
+            "memory",
+            format!("cannot read /proc/meminfo: {e}"),
+            "calls are admitted as if memory were unlimited; check that /proc is mounted",
+        ),
+    }
+}
+
 pub(super) fn configuration(cfg: &CjmConfig) -> Check {
     let source = cfg.source.as_ref().map_or_else(
         || "no cjm.yaml (defaults and environment)".to_owned(),

@@ -121,6 +121,8 @@ pub(crate) fn run(a: &DoctorArgs, g: &Global) -> anyhow::Result<ExitCode> {
     checks.extend(machine::conda(cfg, &conda_users));
     checks.push(machine::shm());
     checks.push(machine::worker_cgroups());
+    checks.push(machine::memory());
+    checks.push(machine::gpus());
     checks.extend(machine::memfd());
     checks.push(plugins::manifests(cfg, &discovery));
     checks.push(plugins::secrets(&ctx, &discovery));

@@ -407,3 +407,87 @@ fn setup_runtime_for_micromamba_offline_fails_with_one_clear_message() {
     assert!(!dest.exists());
     assert!(text(&out.stdout).contains(&format!("Destination: {}", dest.display())));
 }
+
+/// `resources` shows the fake GPU, a plugin's declared footprint and, with
+/// `--load`, what its worker holds; `doctor` names the GPU source.
+#[test]
+fn resources_shows_the_gpus_the_footprints_and_what_a_loaded_worker_holds() {
+    let s = Scratch::new("resources");
+    s.wheelhouse();
+    let plugins = s.plugins(&["cjm-demo-plugin-system"]);
+    install(&s, &plugins);
+    // An operator declares the plugin's RAM in its manifest, as the reference's
+    // schedulers read it.
+    let manifest = s.data().join("manifests/demo-plugin-meta.json");
+    let mut m: Value = serde_json::from_str(&fs_err::read_to_string(&manifest).unwrap()).unwrap();
+    m["code"]["resources"]["min_system_ram_mb"] = Value::from(64);
+    fs_err::write(&manifest, m.to_string()).unwrap();
+    let gpu = s.0.join("gpu");
+    fs_err::create_dir_all(&gpu).unwrap();
+    fs_err::write(
+        gpu.join("devices.json"),
+        r#"{"devices": [{"name": "Fake GPU", "total_mb": 8192}], "release_ms": 0}"#,
+    )
+    .unwrap();
+
+    let out = s
+        .command(&["resources", "--json", "--load", "demo-plugin-meta"])
+        .env("CJM_FAKE_GPU", &gpu)
+        .output()
+        .unwrap();
+    let doc = json_out(&out);
+    assert_eq!(out.status.code(), Some(0), "{doc}\n{}", text(&out.stderr));
+    assert_eq!(doc["policy"], "fit");
+    assert!(
+        doc["gpu_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("a scripted fake from "),
+        "{doc}"
+    );
+    assert_eq!(doc["devices"][0]["total_bytes"], 8192u64 << 20, "{doc}");
+    assert_eq!(doc["plugins"][0]["name"], "demo-plugin-meta");
+    assert_eq!(
+        doc["plugins"][0]["expected"]["ram_bytes"],
+        64u64 << 20,
+        "{doc}"
+    );
+    assert_eq!(
+        doc["plugins"][0]["expected"]["basis"], "64 MB RAM (declared)",
+        "{doc}"
+    );
+    let inst = &doc["instances"][0];
+    assert_eq!(inst["id"], "demo-plugin-meta", "{doc}");
+    assert_eq!(inst["state"], "ready", "{doc}");
+    assert!(inst["processes"].as_u64().unwrap() >= 1, "{doc}");
+    assert!(
+        inst["held"]["ram_bytes"].as_u64().unwrap() > 1 << 20,
+        "a running interpreter holds more than 1 MB: {doc}"
+    );
+    assert_eq!(doc["waiting"], Value::Array(vec![]), "{doc}");
+
+    let text_out = s.ctl(&["resources"]);
+    let table = text(&text_out.stdout);
+    assert!(table.contains("policy     fit"), "{table}");
+    assert!(
+        table.contains("demo-plugin-meta  64 MB RAM (declared)"),
+        "{table}"
+    );
+
+    let out = s
+        .command(&["doctor", "--json", "--no-drift"])
+        .env("CJM_FAKE_GPU", &gpu)
+        .output()
+        .unwrap();
+    let doc = json_out(&out);
+    let gpus = check(&doc, "GPUs");
+    assert_eq!(gpus["status"], "ok", "{doc}");
+    assert!(
+        gpus["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with(": GPU 0 Fake GPU (8.0 GB free of 8.0 GB)"),
+        "{doc}"
+    );
+    assert_eq!(check(&doc, "memory")["status"], "ok", "{doc}");
+}

@@ -135,6 +135,19 @@ impl Manager {
         self.resources_from(&self.fresh_snapshot(seen))
     }
 
+    /// What a call on installed plugin `plugin` is expected to need: its
+    /// manifest's declared amounts, the prior, until calls are measured.
+    /// `None` when it is not installed.
+    pub fn expected_footprint(&self, plugin: &str) -> Option<Expected> {
+        let manifest = self.manifest(plugin)?;
+        let placement = crate::instance::Placement::of(&manifest);
+        Some(cjm_sched::footprint::expect(
+            placement.declared,
+            None,
+            self.inner.footprint_margin,
+        ))
+    }
+
     fn resources_from(&self, snapshot: &super::monitor::Snapshot) -> Resources {
         let view = self.view(snapshot);
         let reservations = self

@@ -138,12 +138,12 @@ fn a_call_waits_with_its_reason_while_the_memory_is_busy_and_runs_once_it_is_fre
         )
         .unwrap();
     let mut events = m.subscribe();
-    std::thread::scope(|s| {
-        let busy = s.spawn(|| m.execute(&a, vec![], hold()));
+    std::thread::scope(|scope| {
+        let busy = scope.spawn(|| m.execute(&a, vec![], hold()));
         eventually("gpu-a's call to hold", || {
             p.hooks().iter().any(|l| l.ends_with("holding"))
         });
-        let waiting = s.spawn(|| m.execute(&b, vec![], vec![]));
+        let waiting = scope.spawn(|| m.execute(&b, vec![], vec![]));
         let seen = wait_for(&mut events, |e| matches!(e, ManagerEvent::Waiting { .. }));
         let Some(ManagerEvent::Waiting {
             instance_id,
@@ -159,16 +159,19 @@ fn a_call_waits_with_its_reason_while_the_memory_is_busy_and_runs_once_it_is_fre
              2.0 GB is free there; gpu-a (running a call, 6.0 GB) holds the rest; it starts \
              when a call of gpu-a finishes"
         );
-        let r = m.resources();
-        assert_eq!(r.policy, "fit");
-        assert_eq!(r.waiting.len(), 1, "{:?}", r.waiting);
+        let seen_now = m.resources();
+        assert_eq!(seen_now.policy, "fit");
+        assert_eq!(seen_now.waiting.len(), 1, "{:?}", seen_now.waiting);
         assert_eq!(
-            (&r.waiting[0].instance_id, &r.waiting[0].reason),
+            (
+                &seen_now.waiting[0].instance_id,
+                &seen_now.waiting[0].reason
+            ),
             (&b, reason)
         );
-        assert_eq!(r.devices.len(), 1);
-        assert_eq!(r.devices[0].total_bytes, 8192 << 20);
-        let a_now = r.instances.iter().find(|i| i.id == a).unwrap();
+        assert_eq!(seen_now.devices.len(), 1);
+        assert_eq!(seen_now.devices[0].total_bytes, 8192 << 20);
+        let a_now = seen_now.instances.iter().find(|i| i.id == a).unwrap();
         assert_eq!(
             (a_now.state.as_str(), a_now.device, a_now.running),
             ("busy", Some(0), 1)

@@ -213,12 +213,19 @@ fn a_call_that_needs_nothing_is_admitted_without_a_view_unless_its_instance_is_b
     let v = view(
         8000,
         &[(8192, 1024)],
-        vec![idle("x", 1, (0, 6144), Some(0)), idle("y", 2, (0, 10), None)],
+        vec![
+            idle("x", 1, (0, 6144), Some(0)),
+            idle("y", 2, (0, 10), None),
+        ],
     );
     let permit = s
         .admit_running_without_needs("y")
         .expect("nothing to wait for");
-    assert_eq!(s.running("y"), 1, "it counts as running, so it is not evicted");
+    assert_eq!(
+        s.running("y"),
+        1,
+        "it counts as running, so it is not evicted"
+    );
     drop(permit);
     assert_eq!(s.running("y"), 0);
     assert_eq!(victims(s.decide(&request("z", (100, 4096)), &v)), ["x"]);
