@@ -115,6 +115,9 @@ pub(crate) struct Instance {
     pub(crate) generation: AtomicU64,
     /// What admission knows of it: its declared needs, GPU pin and start cost.
     pub(crate) placement: Mutex<Placement>,
+    /// The pid of a worker spawned and still initializing (0: none), so that
+    /// the memory it takes while it starts is counted as its own.
+    pub(crate) starting_pid: std::sync::atomic::AtomicU32,
 }
 
 /// An instance's side of admission.
@@ -156,6 +159,13 @@ impl Placement {
 impl Instance {
     pub(crate) fn worker(&self) -> Option<Worker> {
         lock(&self.worker).clone()
+    }
+
+    /// Its worker's pid: the running one's, or the one starting.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.worker()
+            .map(|w| w.pid())
+            .or_else(|| Some(self.starting_pid.load(Ordering::Acquire)).filter(|p| *p != 0))
     }
 
     pub(crate) fn state(&self) -> InstanceState {

@@ -376,8 +376,9 @@ fn loaded(inst: &Instance, snapshot: &Snapshot) -> Option<Loaded> {
         plugin: inst.plugin.clone(),
         activity,
         last_used,
-        held: worker
-            .and_then(|w| snapshot.held.get(&w.pid()).copied())
+        held: inst
+            .pid()
+            .and_then(|pid| snapshot.held.get(&pid).copied())
             .unwrap_or_default(),
         device: placement.device,
         reload_ms: placement.start_ms,

@@ -58,6 +58,7 @@ impl Manager {
             idle_ttl: spec.idle_ttl,
             generation: std::sync::atomic::AtomicU64::new(0),
             placement: Mutex::new(placement),
+            starting_pid: std::sync::atomic::AtomicU32::new(0),
         });
         {
             let mut all = self
@@ -194,6 +195,7 @@ impl Manager {
         self.set_state(inst, InstanceState::Starting);
         let began = std::time::Instant::now();
         let started = Worker::spawn(spec).and_then(|w| {
+            inst.starting_pid.store(w.pid(), Ordering::Release);
             let config = lock(&inst.config).clone();
             // As the reference does: `initialize` only when there is a
             // configuration to give (a plugin without a schema, or whose schema
@@ -217,12 +219,14 @@ impl Manager {
         let worker = match started {
             Ok(w) => w,
             Err(e) => {
+                inst.starting_pid.store(0, Ordering::Release);
                 self.set_state(inst, InstanceState::Stopped);
                 return Err(e.into());
             }
         };
         lock(&inst.placement).start_ms = began.elapsed().as_secs_f64() * 1e3;
         *lock(&inst.worker) = Some(worker.clone());
+        inst.starting_pid.store(0, Ordering::Release);
         lock(&inst.status).last_used = self.inner.clock.now();
         self.check_drift(inst, &worker);
         let enabled = inst.enabled.load(Ordering::Acquire);

@@ -90,7 +90,7 @@ impl Monitor {
 
     /// Samples now unless a sample newer than `seen` was stored while this
     /// caller waited for its turn.
-    fn sample(&self, seen: u64, pids: &[u32], now: Duration) -> Arc<Snapshot> {
+    fn sample(&self, seen: u64, pids: impl FnOnce() -> Vec<u32>, now: Duration) -> Arc<Snapshot> {
         let _turn = lock(&self.sampling);
         let latest = self.latest();
         if latest.seq > seen {
@@ -106,11 +106,10 @@ impl Monitor {
     }
 }
 
-/// One pass: `/proc` once, the machine's memory, the GPUs.
-fn take(gpus: &Gpus, seq: u64, pids: &[u32], now: Duration) -> Snapshot {
-    let machine = MachineSample::read()
-        .inspect_err(|e| warn_once(&format!("cannot read the machine's memory ({e}); admitting calls as if memory were unlimited")))
-        .ok();
+/// One pass: the GPUs, then the workers' pids, then `/proc` once and the
+/// machine's memory. GPUs come first: a worker whose memory the GPU reading
+/// shows had its pid registered before it allocated, so it is in the list.
+fn take(gpus: &Gpus, seq: u64, pids: impl FnOnce() -> Vec<u32>, now: Duration) -> Snapshot {
     let (gpu, no_gpu_reason) = match gpus.sample() {
         Ok(sample) => {
             let reason = match gpus {
@@ -129,6 +128,10 @@ fn take(gpus: &Gpus, seq: u64, pids: &[u32], now: Duration) -> Snapshot {
             (GpuSample::default(), Some(e.to_string()))
         }
     };
+    let machine = MachineSample::read()
+        .inspect_err(|e| warn_once(&format!("cannot read the machine's memory ({e}); admitting calls as if memory were unlimited")))
+        .ok();
+    let pids = pids();
     let table = ProcessTable::scan()
         .inspect_err(|e| {
             warn_once(&format!(
@@ -138,7 +141,7 @@ fn take(gpus: &Gpus, seq: u64, pids: &[u32], now: Duration) -> Snapshot {
         .unwrap_or_default();
     let mut held = HashMap::with_capacity(pids.len());
     let mut usage = HashMap::with_capacity(pids.len());
-    for &pid in pids {
+    for &pid in &pids {
         let Some(u) = table.usage(pid) else { continue };
         let tree = table.tree(pid);
         let vram = gpu.held_by(&tree).iter().map(|(_, b)| b).sum();
@@ -198,7 +201,7 @@ impl Manager {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .filter_map(|i| i.worker().map(|w| w.pid()))
+            .filter_map(|i| i.pid())
             .collect()
     }
 
@@ -214,10 +217,9 @@ impl Manager {
     /// A sample newer than the one numbered `seen`, taken now unless another
     /// caller just took one.
     pub(super) fn fresh_snapshot(&self, seen: u64) -> Arc<Snapshot> {
-        let pids = self.worker_pids();
         self.inner
             .monitor
-            .sample(seen, &pids, self.inner.clock.now())
+            .sample(seen, || self.worker_pids(), self.inner.clock.now())
     }
 
     /// Starts the monitor thread, unless it runs or this manager has none.
