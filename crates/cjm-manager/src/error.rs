@@ -137,6 +137,22 @@ pub enum ManagerError {
         /// The instances evicted on the way.
         evicted: Vec<String>,
     },
+    /// A call ran out of memory on every try.
+    #[error(
+        "instance {instance_id} of plugin {plugin} ran out of memory on all {tries} tries \
+         (an idle worker evicted and its own restarted between them): {last}"
+    )]
+    OutOfMemory {
+        /// The plugin.
+        plugin: String,
+        /// The instance.
+        instance_id: String,
+        /// How many tries were made.
+        tries: usize,
+        /// The last try's error.
+        #[source]
+        last: Box<ManagerError>,
+    },
     /// The instance crashed too often and is quarantined.
     #[error(
         "instance {instance_id} of plugin {plugin} is crash-looping and will not be restarted: {reason}"
@@ -205,6 +221,9 @@ impl ManagerError {
             Self::Blocked { .. } => Some(
                 "free memory (unload instances that are not needed), or use the `fit` policy, which waits for memory and says why".into(),
             ),
+            Self::OutOfMemory { plugin, .. } => Some(format!(
+                "declare what {plugin} needs in its manifest (`resources.min_gpu_vram_mb`, `min_system_ram_mb`) so that room is made before the call, or give it a smaller configuration (model, batch size); `cjm-ctl resources` shows what holds the memory"
+            )),
             Self::CrashLooping {
                 plugin,
                 instance_id,

@@ -127,6 +127,16 @@ pub enum ManagerEvent {
         /// Why it waits.
         reason: String,
     },
+    /// A call ran out of memory; an idle worker is evicted, its own restarted,
+    /// and it is tried again.
+    OutOfMemory {
+        /// The instance.
+        instance_id: String,
+        /// The try that failed (1 for the first).
+        attempt: usize,
+        /// How it failed.
+        error: String,
+    },
     /// A plugin's live config schema no longer matches its manifest.
     Drift {
         /// The instance.
@@ -145,6 +155,7 @@ impl ManagerEvent {
             | Self::CrashLooping { instance_id, .. }
             | Self::Evicted { instance_id, .. }
             | Self::Waiting { instance_id, .. }
+            | Self::OutOfMemory { instance_id, .. }
             | Self::Drift { instance_id, .. } => instance_id,
             Self::Crashed(record) => &record.instance_id,
         }

@@ -240,7 +240,7 @@ impl Manager {
     }
 
     /// Other instances with an idle worker, least recently used first.
-    fn lru_idle(&self, inst: &Instance) -> Vec<String> {
+    pub(super) fn lru_idle(&self, inst: &Instance) -> Vec<String> {
         let mut idle: Vec<(Duration, String)> = self
             .inner
             .instances
@@ -323,7 +323,7 @@ impl Manager {
 
     /// Stops idle instance `id` to make room for a call on `inst`; `false` when
     /// it could not be evicted (a call started on it meanwhile).
-    fn evict(&self, id: &str, inst: &Instance) -> bool {
+    pub(super) fn evict(&self, id: &str, inst: &Instance) -> bool {
         let Some(victim) = self.get(id) else {
             return true;
         };

@@ -12,6 +12,7 @@ use cjm_proxy::{CallOptions, WorkerError};
 use cjm_sched::Permit;
 
 use super::admission::{Admitted, Quick};
+use super::recovery::out_of_memory;
 use super::{Manager, plugin_ref};
 use crate::error::ManagerError;
 use crate::instance::{Gate, Instance, lock};
@@ -35,6 +36,9 @@ impl Manager {
     }
 
     /// Any method of instance `id`'s plugin.
+    ///
+    /// A call that runs out of memory is tried again after making room
+    /// ([`ManagerOptions::oom_retries`](super::ManagerOptions::oom_retries)).
     pub fn call(
         &self,
         id: &str,
@@ -45,11 +49,20 @@ impl Manager {
     ) -> Result<Value, ManagerError> {
         let inst = self.instance(id)?;
         let _slot = Slot::take(&inst);
-        let admitted = self.admit(&inst)?;
-        let _running = Running::enter(self, &inst, admitted.permit);
-        Ok(admitted
-            .worker
-            .call_blocking(method, args, kwargs, options)?)
+        let mut tries = Tries::new(self, args, kwargs);
+        loop {
+            let (args, kwargs) = tries.arguments();
+            let outcome = self.admit(&inst).and_then(|admitted| {
+                let _running = Running::enter(self, &inst, admitted.permit);
+                Ok(admitted
+                    .worker
+                    .call_blocking(method, args, kwargs, options)?)
+            });
+            match tries.after(outcome) {
+                After::Done(outcome) => return outcome.map_err(|e| tries.last_error(&inst, e)),
+                After::Retry(e) => self.recover(&inst, tries.attempt, &e),
+            }
+        }
     }
 
     /// `execute(*args, **kwargs)` on instance `id`, awaited.
@@ -66,15 +79,39 @@ impl Manager {
             return off_runtime(&inst.plugin, move || me.execute(&id, args, kwargs)).await;
         }
         enabled(&inst)?;
-        let admitted = match self.quick(&inst) {
-            Quick::Ready(admitted) => admitted,
-            Quick::Later(step) => {
-                let (me, waiting) = (self.clone(), Arc::clone(&inst));
-                off_runtime(&inst.plugin, move || me.finish(&waiting, step)).await?
+        let mut tries = Tries::new(self, args, kwargs);
+        loop {
+            let (args, kwargs) = tries.arguments();
+            let admitted = match self.quick(&inst) {
+                Quick::Ready(admitted) => Ok(admitted),
+                Quick::Later(step) => {
+                    let (me, waiting) = (self.clone(), Arc::clone(&inst));
+                    off_runtime(&inst.plugin, move || me.finish(&waiting, step)).await
+                }
+            };
+            let outcome = match admitted {
+                Ok(admitted) => {
+                    let _running = Running::enter(self, &inst, admitted.permit);
+                    admitted
+                        .worker
+                        .execute(args, kwargs)
+                        .await
+                        .map_err(ManagerError::from)
+                }
+                Err(e) => Err(e),
+            };
+            match tries.after(outcome) {
+                After::Done(outcome) => return outcome.map_err(|e| tries.last_error(&inst, e)),
+                After::Retry(e) => {
+                    let (me, failed, attempt) = (self.clone(), Arc::clone(&inst), tries.attempt);
+                    off_runtime(&inst.plugin, move || {
+                        me.recover(&failed, attempt, &e);
+                        Ok(())
+                    })
+                    .await?;
+                }
             }
-        };
-        let _running = Running::enter(self, &inst, admitted.permit);
-        Ok(admitted.worker.execute(args, kwargs).await?)
+        }
     }
 
     /// Calls the plugin's `prefetch()` (load models ahead of the first job),
@@ -82,6 +119,70 @@ impl Manager {
     pub fn prefetch(&self, id: &str) -> Result<(), ManagerError> {
         self.call(id, "prefetch", vec![], vec![], CallOptions::default())
             .map(drop)
+    }
+}
+
+/// The tries of one call: its arguments kept for a retry (values share their
+/// buffers, so a copy is cheap), and how many times it ran out of memory.
+struct Tries {
+    retries: usize,
+    attempt: usize,
+    args: Vec<Value>,
+    kwargs: Vec<(String, Value)>,
+}
+
+/// What follows a try.
+enum After {
+    /// The call's outcome.
+    Done(Result<Value, ManagerError>),
+    /// It ran out of memory and may be tried again.
+    Retry(ManagerError),
+}
+
+impl Tries {
+    fn new(manager: &Manager, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Self {
+        Self {
+            retries: manager.inner.oom_retries,
+            attempt: 0,
+            args,
+            kwargs,
+        }
+    }
+
+    /// This try's arguments: a copy while another try may follow.
+    fn arguments(&mut self) -> (Vec<Value>, Vec<(String, Value)>) {
+        if self.attempt < self.retries {
+            (self.args.clone(), self.kwargs.clone())
+        } else {
+            (
+                std::mem::take(&mut self.args),
+                std::mem::take(&mut self.kwargs),
+            )
+        }
+    }
+
+    fn after(&mut self, outcome: Result<Value, ManagerError>) -> After {
+        match outcome {
+            Err(e) if self.attempt < self.retries && out_of_memory(&e) => {
+                self.attempt += 1;
+                After::Retry(e)
+            }
+            other => After::Done(other),
+        }
+    }
+
+    /// The error of the last try: after retries for memory, one that says so.
+    fn last_error(&self, inst: &Instance, e: ManagerError) -> ManagerError {
+        if self.attempt > 0 && out_of_memory(&e) {
+            ManagerError::OutOfMemory {
+                plugin: inst.plugin.clone(),
+                instance_id: inst.id.clone(),
+                tries: self.attempt + 1,
+                last: Box::new(e),
+            }
+        } else {
+            e
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `lifecycle.rs` | load, start, stop, unload, reload, reset, enable, disable, hooks |
 //! | `calls.rs` | calls, the concurrency gate, the in-flight guard |
 //! | `admission.rs` | whether a call may start: the policy, eviction, waiting with a reason |
+//! | `recovery.rs` | out-of-memory: evict, restart, try again, bounded |
 //! | `resources.rs` | [`Resources`]: what the scheduler sees, for `cjm-ctl resources` |
 //! | `monitor.rs` | the latest sample of memory, GPUs and workers, and the thread that takes it |
 //! | `supervise.rs` | crash supervision and the idle reaper |
@@ -24,6 +25,7 @@ mod hub;
 mod lifecycle;
 mod monitor;
 mod options;
+mod recovery;
 mod resources;
 mod supervise;
 mod threads;
@@ -85,6 +87,8 @@ struct Inner {
     monitor_interval: Option<Duration>,
     /// The calls waiting for admission now, with their reasons.
     waits: resources::Waits,
+    /// How many times a call that ran out of memory is tried again.
+    oom_retries: usize,
 }
 
 impl Drop for Inner {
@@ -181,6 +185,7 @@ impl Manager {
             footprint_margin: options.footprint_margin,
             monitor: monitor::Monitor::new(options.gpus),
             waits: resources::Waits::default(),
+            oom_retries: options.oom_retries,
         });
         Self { inner }
     }

@@ -59,6 +59,10 @@ pub struct ManagerOptions {
     /// Where GPU readings come from; `None`: detected (the fake GPU where
     /// `CJM_FAKE_GPU` names one, else NVML, else none).
     pub gpus: Option<Arc<Gpus>>,
+    /// How many times a call (or its worker's start) that ran out of memory is
+    /// tried again, after evicting an idle worker beside it and restarting its
+    /// own (default 1, the reference's `max_retries`).
+    pub oom_retries: usize,
 }
 
 impl Default for ManagerOptions {
@@ -76,6 +80,7 @@ impl Default for ManagerOptions {
             footprint_margin: cjm_sched::footprint::DEFAULT_MARGIN,
             monitor_interval: Some(Duration::from_millis(100)),
             gpus: None,
+            oom_retries: 1,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod config;
 mod lifecycle;
+mod oom;
 mod scheduling;
 mod secrets;
 mod shutdown;

@@ -333,3 +333,96 @@ fn the_permissive_policy_admits_everything() {
         "admitted, though it declares 12 GB of 8"
     );
 }
+
+#[test]
+fn a_call_that_runs_out_of_gpu_memory_evicts_an_idle_worker_restarts_and_runs_again() {
+    let (p, options) = on_fake_gpus("sched-oom", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 2048);
+    gpu_plugin(&p, "gpu-b", 2048);
+    let m = Manager::new(p.config(), options);
+    let a = load(&m, "gpu-a", 2048);
+    let b = load(&m, "gpu-b", 2048);
+    let first_pid = m.worker(&b).unwrap().pid();
+    let fake = FakeGpu::new(p.dir.join("gpu"));
+    fake.script_oom(1).unwrap();
+    let mut events = m.subscribe();
+    let out = m
+        .execute(&b, vec![], vec![("extra_vram_mb".into(), Value::Int(1024))])
+        .unwrap()
+        .to_json();
+    assert_eq!(
+        fake.scripted_ooms(),
+        0,
+        "the first try met the scripted out-of-memory"
+    );
+    assert_ne!(
+        out["pid"],
+        json!(first_pid),
+        "the retry ran in a fresh worker"
+    );
+    let seen = wait_for(
+        &mut events,
+        |e| matches!(e, ManagerEvent::Evicted { instance_id, .. } if instance_id == &a),
+    );
+    let oom = seen
+        .iter()
+        .find_map(|e| match e {
+            ManagerEvent::OutOfMemory {
+                instance_id,
+                attempt,
+                error,
+            } => Some((instance_id.clone(), *attempt, error.clone())),
+            _ => None,
+        })
+        .expect("the out-of-memory is reported");
+    assert_eq!((oom.0.as_str(), oom.1), (b.as_str(), 1));
+    assert!(
+        oom.2
+            .contains("cannot allocate 1024 MB (a scripted out-of-memory"),
+        "{}",
+        oom.2
+    );
+    assert!(
+        m.worker(&a).is_none(),
+        "the idle gpu-a was evicted to make room"
+    );
+}
+
+#[test]
+fn a_call_that_runs_out_of_memory_on_every_try_says_why_it_gave_up() {
+    let (p, options) = on_fake_gpus("sched-oom-twice", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-b", 2048);
+    let m = Manager::new(p.config(), options);
+    let b = load(&m, "gpu-b", 2048);
+    let fake = FakeGpu::new(p.dir.join("gpu"));
+    fake.script_oom(2).unwrap();
+    let err = m
+        .execute(&b, vec![], vec![("extra_vram_mb".into(), Value::Int(1024))])
+        .unwrap_err();
+    assert!(
+        matches!(err, ManagerError::OutOfMemory { tries: 2, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "instance gpu-b of plugin gpu-b ran out of memory on all 2 tries (an idle worker \
+             evicted and its own restarted between them): "
+        ),
+        "{text}"
+    );
+    // The second try met the second scripted out-of-memory as its fresh worker
+    // started: its initialize allocates the model's 2048 MB.
+    assert!(
+        text.contains("cannot allocate 2048 MB (a scripted out-of-memory"),
+        "{text}"
+    );
+    assert!(err.hint().unwrap().contains("resources.min_gpu_vram_mb"));
+    assert_eq!(fake.scripted_ooms(), 0);
+    let out = m.execute(&b, vec![], vec![]).unwrap().to_json();
+    assert_eq!(
+        out["held_mb"],
+        json!(2048.0),
+        "the instance works again afterwards"
+    );
+}
