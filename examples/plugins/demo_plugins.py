@@ -106,3 +106,33 @@ class Flaky(PluginInterface):
                 self.check_cancel()
                 time.sleep(0.01)
         return "ok"
+
+
+class Model(PluginInterface):
+    """A "model" on the scripted fake GPU: loading it holds `vram_mb` of GPU
+    memory on the device its worker is pinned to; a call works for `ms`."""
+
+    name = "model"
+    version = "0.1.0"
+
+    def initialize(self, config=None):
+        from cjm_worker import fake_gpu
+
+        self.config = dict(config or {})
+        fake_gpu.allocate(float(self.config.get("vram_mb", 0)))
+
+    def get_config_schema(self):
+        return {"type": "object", "properties": {"vram_mb": {"type": "integer", "default": 0}}}
+
+    def get_current_config(self):
+        return self.config
+
+    def execute(self, ms=0, activations_mb=0):
+        from cjm_worker import fake_gpu
+
+        if activations_mb:
+            fake_gpu.allocate(float(activations_mb))
+        time.sleep(ms / 1000)
+        if activations_mb:
+            fake_gpu.free(float(activations_mb))
+        return {"gpu": fake_gpu.device(), "held_mb": fake_gpu.held()}

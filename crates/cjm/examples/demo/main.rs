@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: example plugins installed from a plugins.yaml into their own
-//! environments, then example plugins in their own worker processes.
+//! environments, then example plugins in their own worker processes, then the
+//! scheduler on a scripted fake GPU (`scheduling.rs`).
 //!
 //! Needs `CJM_PYTHON` (an interpreter with the cjm-worker package and numpy),
 //! `CJM_UV` and `CJM_WORKER_WHEEL`, which `cargo xtask demo` prepares.
@@ -7,6 +8,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+mod scheduling;
 
 use cjm::proto::{Array, Buffer, Value};
 use cjm::proxy::{CallOptions, CancelPolicy, Event, Worker, WorkerError, WorkerSpec};
@@ -394,6 +397,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for worker in [&stats, &tr, &img, &flaky] {
         worker.stop_blocking();
     }
+    scheduling::on_a_fake_gpu()?;
     out("\nAll workers stopped; nothing left running.");
     Ok(())
 }
