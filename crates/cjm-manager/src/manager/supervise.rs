@@ -142,7 +142,7 @@ fn crashed(
         let Some(inner) = inner.upgrade() else {
             return false;
         };
-        match (Manager { inner }).restart(inst) {
+        match (Manager { inner }).restart(inst, record.pid) {
             Restart::Running => return true,
             Restart::Gone => return false,
             // A restart that fails is one more crash.
@@ -190,10 +190,12 @@ impl Manager {
         }
     }
 
-    /// Restarts `inst`'s crashed worker in place and initializes it again.
-    fn restart(&self, inst: &Instance) -> Restart {
+    /// Restarts `inst`'s crashed worker (process `pid`) in place and initializes
+    /// it again. A worker started meanwhile in its place (a retry after an
+    /// out-of-memory, a reload) is left alone: its own supervisor watches it.
+    fn restart(&self, inst: &Instance, pid: u32) -> Restart {
         let _lifecycle = lock(&inst.lifecycle);
-        let Some(worker) = inst.worker() else {
+        let Some(worker) = inst.worker().filter(|w| w.pid() == pid) else {
             return Restart::Gone;
         };
         self.set_state(inst, InstanceState::Starting);

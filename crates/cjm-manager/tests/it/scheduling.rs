@@ -426,3 +426,94 @@ fn a_call_that_runs_out_of_memory_on_every_try_says_why_it_gave_up() {
         "the instance works again afterwards"
     );
 }
+
+#[test]
+fn two_calls_admitted_at_once_never_share_the_same_free_memory() {
+    // Without retries, an over-commit would show: the second model's allocation
+    // fails on the fake device.
+    let (p, options) = on_fake_gpus("sched-race", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 5120);
+    gpu_plugin(&p, "gpu-b", 5120);
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            oom_retries: 0,
+            ..options
+        },
+    );
+    for (name, mb) in [("gpu-a", 5120), ("gpu-b", 5120)] {
+        m.load(
+            &LoadSpec::new(name)
+                .lazy()
+                .config(map(json!({ "vram_mb": mb }))),
+        )
+        .unwrap();
+    }
+    let barrier = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        let calls: Vec<_> = ["gpu-a", "gpu-b"]
+            .into_iter()
+            .map(|id| {
+                let (m, barrier) = (&m, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    m.execute(id, vec![], vec![])
+                })
+            })
+            .collect();
+        for c in calls {
+            let out = c.join().unwrap().unwrap().to_json();
+            assert_eq!(out["held_mb"], json!(5120.0));
+        }
+    });
+    let running: Vec<String> = m
+        .instances(None)
+        .into_iter()
+        .filter(|i| i.pid.is_some())
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(running.len(), 1, "one model fits at a time: {running:?}");
+}
+
+#[test]
+fn calls_hammering_instances_that_are_being_evicted_all_complete() {
+    // Two models that cannot share the card, called from 8 threads at once: each
+    // call evicts the other model or waits for it, and none deadlocks or fails.
+    let (p, options) = on_fake_gpus("sched-hammer", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 5120);
+    gpu_plugin(&p, "gpu-b", 5120);
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            oom_retries: 0,
+            admission_timeout: Duration::from_secs(60),
+            ..options
+        },
+    );
+    for (name, mb) in [("gpu-a", 5120), ("gpu-b", 5120)] {
+        m.load(
+            &LoadSpec::new(name)
+                .lazy()
+                .config(map(json!({ "vram_mb": mb }))),
+        )
+        .unwrap();
+    }
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let m = &m;
+                scope.spawn(move || {
+                    for i in 0..6 {
+                        let id = if (t + i) % 2 == 0 { "gpu-a" } else { "gpu-b" };
+                        let out = m.execute(id, vec![], vec![]).unwrap().to_json();
+                        assert_eq!(out["held_mb"], json!(5120.0), "{id}: {out}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    assert!(m.resources().waiting.is_empty());
+}

@@ -132,7 +132,6 @@ struct Eviction {
     held: Footprint,
     device: Option<u32>,
     since: Duration,
-    ram_free_before: u64,
     vram_free_before: u64,
 }
 
@@ -234,7 +233,6 @@ impl Scheduler {
                         held: l.held,
                         device: l.device,
                         since: now,
-                        ram_free_before: view.ram_free_bytes,
                         vram_free_before: l
                             .device
                             .and_then(|d| view.device(d))
@@ -368,7 +366,13 @@ impl Scheduler {
     }
 }
 
-/// How much of what an evicted instance held shows as free again.
+/// How much of what an evicted instance held is free again.
+///
+/// GPU memory is measured: a driver may free it well after the process is gone.
+/// RAM is back once the worker is gone from a view sampled after the eviction:
+/// the kernel frees it when the process is reaped, and measuring it would not
+/// work, since a forked worker's RSS counts pages it shares with its forkserver
+/// (freed only in part) and `MemAvailable` moves with every other process.
 fn returned(e: &Eviction, view: &View) -> Footprint {
     // A view sampled before the eviction was decided says nothing about it.
     if view.loaded(&e.instance).is_some() || view.sampled_at < e.since {
@@ -379,10 +383,7 @@ fn returned(e: &Eviction, view: &View) -> Footprint {
         .and_then(|d| view.device(d))
         .map_or(0, |d| d.free_bytes);
     Footprint {
-        ram_bytes: view
-            .ram_free_bytes
-            .saturating_sub(e.ram_free_before)
-            .min(e.held.ram_bytes),
+        ram_bytes: e.held.ram_bytes,
         vram_bytes: vram_now
             .saturating_sub(e.vram_free_before)
             .min(e.held.vram_bytes),
