@@ -486,7 +486,7 @@ fn calls_hammering_instances_that_are_being_evicted_all_complete() {
         p.config(),
         ManagerOptions {
             oom_retries: 0,
-            admission_timeout: Duration::from_secs(60),
+            admission_timeout: Duration::from_mins(1),
             ..options
         },
     );
