@@ -164,11 +164,33 @@ impl EmpiricalStore {
         config_hash: &str,
         sample: &ResourceSample,
     ) -> Result<(), StoreError> {
+        self.record_samples(
+            instance_id,
+            plugin_name,
+            config_hash,
+            std::slice::from_ref(sample),
+        )
+        .await
+    }
+
+    /// Folds `samples`, in order, into the aggregate for (`instance_id`,
+    /// `config_hash`) in one transaction: the same record as that many
+    /// [`record_sample`](Self::record_sample) calls, for one write. Nothing is
+    /// written for an empty slice.
+    pub async fn record_samples(
+        &self,
+        instance_id: &str,
+        plugin_name: &str,
+        config_hash: &str,
+        samples: &[ResourceSample],
+    ) -> Result<(), StoreError> {
+        let Some(last) = samples.last() else {
+            return Ok(());
+        };
         let action = || format!("record a sample for instance `{instance_id}` ({config_hash})");
-        if let Some((unit, _)) = sample
-            .api_usage
+        if let Some((unit, _)) = samples
             .iter()
-            .flatten()
+            .flat_map(|s| s.api_usage.iter().flatten())
             .find(|(_, amount)| !amount.is_finite())
         {
             return Err(StoreError::Invalid {
@@ -195,14 +217,20 @@ impl EmpiricalStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(sql_error)?;
-        let new =
-            Aggregate::fold(old.as_ref().map(Aggregate::from_row), sample).map_err(|unit| {
-                StoreError::Invalid {
-                    path: self.db.path().to_owned(),
-                    action: action(),
-                    reason: format!("the API usage total of unit `{unit}` overflows"),
-                }
-            })?;
+        let mut aggregate = old.as_ref().map(Aggregate::from_row);
+        for sample in samples {
+            aggregate =
+                Some(
+                    Aggregate::fold(aggregate, sample).map_err(|unit| StoreError::Invalid {
+                        path: self.db.path().to_owned(),
+                        action: action(),
+                        reason: format!("the API usage total of unit `{unit}` overflows"),
+                    })?,
+                );
+        }
+        let Some(new) = aggregate else {
+            return Ok(());
+        };
         sqlx::query(
             "INSERT OR REPLACE INTO empirical_resources (\
              instance_id, plugin_name, config_hash, sample_count, success_count, \
@@ -222,7 +250,7 @@ impl EmpiricalStore {
         .bind(new.gpu_max)
         .bind(new.gpu_mean)
         .bind(new.dur_mean)
-        .bind(cjm_core::isoformat_utc(sample.observed_at))
+        .bind(cjm_core::isoformat_utc(last.observed_at))
         .bind(usage_json(new.usage))
         .execute(&mut *tx)
         .await

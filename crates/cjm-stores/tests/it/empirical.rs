@@ -400,3 +400,52 @@ async fn default_locations_are_the_references() {
     let in_dir = EmpiricalStore::in_data_dir(Some("/data/cjm".as_ref())).unwrap();
     assert_eq!(in_dir.path(), Path::new("/data/cjm/empirical_resources.db"));
 }
+
+#[tokio::test]
+async fn a_batch_of_samples_records_what_as_many_single_samples_do() {
+    let scratch = Scratch::new("empirical-batch");
+    let (one, batch) = (scratch.join("one.db"), scratch.join("batch.db"));
+    let (store_one, store_batch) = (EmpiricalStore::new(&one), EmpiricalStore::new(&batch));
+    let samples = samples(25);
+    let (instance_id, plugin_name, hash) = KEY;
+    for sample in &samples {
+        store_one
+            .record_sample(instance_id, plugin_name, hash, sample)
+            .await
+            .unwrap();
+    }
+    store_batch
+        .record_samples(instance_id, plugin_name, hash, &samples[..10])
+        .await
+        .unwrap();
+    store_batch
+        .record_samples(instance_id, plugin_name, hash, &[])
+        .await
+        .unwrap();
+    store_batch
+        .record_samples(instance_id, plugin_name, hash, &samples[10..])
+        .await
+        .unwrap();
+    let ours = store_batch
+        .get_record(instance_id, hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ours,
+        store_one
+            .get_record(instance_id, hash)
+            .await
+            .unwrap()
+            .unwrap()
+    );
+    // The reference's own store reads the batch's record as its own.
+    let mut reference = Reference::start();
+    assert_same(
+        &ours,
+        &get_by_reference(&mut reference, &batch, instance_id, hash),
+    );
+    for store in [store_one, store_batch] {
+        store.close().await;
+    }
+}
