@@ -118,6 +118,8 @@ pub(crate) struct Instance {
     /// The pid of a worker spawned and still initializing (0: none), so that
     /// the memory it takes while it starts is counted as its own.
     pub(crate) starting_pid: std::sync::atomic::AtomicU32,
+    /// The reference's hash of its configuration: the key of its empirical record.
+    pub(crate) config_hash: Mutex<std::sync::Arc<str>>,
 }
 
 /// An instance's side of admission.
@@ -136,6 +138,8 @@ pub(crate) struct Placement {
     pub(crate) start_ms: f64,
     /// Whether the log has said that it wants a GPU and none is here.
     pub(crate) said_no_gpu: bool,
+    /// What its calls were measured to need, under its current configuration.
+    pub(crate) record: Option<cjm_stores::EmpiricalRecord>,
 }
 
 impl Placement {
@@ -162,6 +166,11 @@ impl Instance {
     }
 
     /// Its worker's pid: the running one's, or the one starting.
+    /// The hash its empirical record is keyed by, for `config`.
+    pub(crate) fn hash_of(config: &Map<String, Value>) -> std::sync::Arc<str> {
+        cjm_stores::compute_config_hash(Some(config)).into()
+    }
+
     pub(crate) fn pid(&self) -> Option<u32> {
         self.worker()
             .map(|w| w.pid())

@@ -1,4 +1,5 @@
-//! The stores the manager uses (config, secrets), behind blocking calls.
+//! The stores the manager uses (config, secrets, empirical footprints), behind
+//! blocking calls.
 //!
 //! The stores are async (sqlx); the manager's API is blocking and may be called
 //! from inside an async runtime. Store calls run on a private one-thread runtime,
@@ -11,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use cjm_core::SharedClock;
-use cjm_stores::{ConfigRecord, ConfigStore, SecretStore, SecretValue, StoreError};
+use cjm_stores::{
+    ConfigRecord, ConfigStore, EmpiricalRecord, EmpiricalStore, ResourceSample, SecretStore,
+    SecretValue, StoreError,
+};
 
 pub(crate) struct Stores {
     /// The data dir they live in, named by the errors that are not a store's own.
@@ -19,6 +23,7 @@ pub(crate) struct Stores {
     runtime: OnceLock<Result<tokio::runtime::Runtime, String>>,
     config: Option<ConfigStore>,
     secrets: Option<SecretStore>,
+    empirical: Option<EmpiricalStore>,
 }
 
 impl Drop for Stores {
@@ -46,6 +51,8 @@ impl Stores {
                     .with_clock(clock.clone())
             }),
             secrets: persist.then(|| SecretStore::new(data_dir.join(cjm_stores::SECRETS_DIR_NAME))),
+            empirical: persist
+                .then(|| EmpiricalStore::new(data_dir.join(cjm_stores::EMPIRICAL_DB_FILE_NAME))),
         }
     }
 
@@ -130,6 +137,37 @@ impl Stores {
         match &self.secrets {
             Some(store) => self.block(store.list_keys(plugin, None))?,
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// Whether empirical samples are kept.
+    pub(crate) fn empirical_on(&self) -> bool {
+        self.empirical.is_some()
+    }
+
+    pub(crate) fn record_samples(
+        &self,
+        instance: &str,
+        plugin: &str,
+        config_hash: &str,
+        samples: &[ResourceSample],
+    ) -> Result<(), StoreError> {
+        match &self.empirical {
+            Some(store) => {
+                self.block(store.record_samples(instance, plugin, config_hash, samples))?
+            }
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn empirical(
+        &self,
+        instance: &str,
+        config_hash: &str,
+    ) -> Result<Option<EmpiricalRecord>, StoreError> {
+        match &self.empirical {
+            Some(store) => self.block(store.get_record(instance, config_hash))?,
+            None => Ok(None),
         }
     }
 }

@@ -79,15 +79,21 @@ impl Manager {
                     Err(blocked) => Quick::Later(Step::Blocked(blocked)),
                 }
             }
-            Policy::Fit(_) if inst.worker().is_some() && needs_nothing(inst) => {
+            Policy::Fit(_) if inst.worker().is_some() => {
                 let fit = self
                     .inner
                     .fit
                     .as_ref()
                     .expect("the fit policy has a scheduler");
-                match fit.admit_running_without_needs(&inst.id) {
+                let snapshot = self.snapshot();
+                let request = self.request(inst, &snapshot);
+                let own = View {
+                    loaded: loaded(inst, &snapshot).into_iter().collect(),
+                    ..self.bare_view(&snapshot)
+                };
+                match fit.admit_from_own_view(&request, &own) {
                     Some(permit) => ready(Some(permit)),
-                    None => Quick::Later(Step::Fit(self.decide(inst, &self.snapshot()))),
+                    None => Quick::Later(Step::Fit(self.decide(inst, &snapshot))),
                 }
             }
             Policy::Fit(_) => match self.decide(inst, &self.snapshot()) {
@@ -268,8 +274,11 @@ impl Manager {
     /// What a call on `inst` asks for.
     fn request(&self, inst: &Instance, snapshot: &Snapshot) -> Request {
         let mut placement = lock(&inst.placement);
-        let mut expected =
-            cjm_sched::footprint::expect(placement.declared, None, self.inner.footprint_margin);
+        let mut expected = cjm_sched::footprint::expect(
+            placement.declared,
+            placement.record.as_ref(),
+            self.inner.footprint_margin,
+        );
         let mut requires_gpu = placement.requires_gpu;
         if snapshot.devices.is_empty() && (requires_gpu || expected.footprint.vram_bytes > 0) {
             // As the reference's policies do without GPU stats: run it anyway.
@@ -311,11 +320,19 @@ impl Manager {
             .filter_map(|inst| loaded(inst, snapshot))
             .collect();
         View {
+            loaded,
+            ..self.bare_view(snapshot)
+        }
+    }
+
+    /// `snapshot`'s machine, with no instance listed.
+    fn bare_view(&self, snapshot: &Snapshot) -> View {
+        View {
             ram_free_bytes: snapshot.ram_free_bytes,
             ram_capacity_bytes: snapshot.ram_capacity_bytes,
             devices: snapshot.devices.clone(),
             no_gpu_reason: snapshot.no_gpu_reason.clone(),
-            loaded,
+            loaded: Vec::new(),
             max_workers: self.inner.max_workers,
             sampled_at: snapshot.taken_at,
         }
@@ -344,16 +361,6 @@ impl Manager {
         });
         true
     }
-}
-
-/// Whether a call on `inst` is expected to need no memory and no GPU, so
-/// that a running worker takes it without a view.
-fn needs_nothing(inst: &Instance) -> bool {
-    let placement = lock(&inst.placement);
-    !placement.requires_gpu
-        && placement
-            .declared
-            .is_none_or(|d| d == cjm_sched::Footprint::default())
 }
 
 /// `inst` as a decision sees it; `None` when it has no worker.

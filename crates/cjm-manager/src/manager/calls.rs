@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
 
 use cjm_core::PluginError;
 use cjm_proto::Value;
@@ -12,6 +13,7 @@ use cjm_proxy::{CallOptions, WorkerError};
 use cjm_sched::Permit;
 
 use super::admission::{Admitted, Quick};
+use super::record::Ended;
 use super::recovery::out_of_memory;
 use super::{Manager, plugin_ref};
 use crate::error::ManagerError;
@@ -53,10 +55,10 @@ impl Manager {
         loop {
             let (args, kwargs) = tries.arguments();
             let outcome = self.admit(&inst).and_then(|admitted| {
-                let _running = Running::enter(self, &inst, admitted.permit);
-                Ok(admitted
-                    .worker
-                    .call_blocking(method, args, kwargs, options)?)
+                let mut running = Running::enter(self, &inst, admitted.permit, method == "execute");
+                let out = admitted.worker.call_blocking(method, args, kwargs, options);
+                running.succeeded(out.is_ok());
+                Ok(out?)
             });
             match tries.after(outcome) {
                 After::Done(outcome) => return outcome.map_err(|e| tries.last_error(&inst, e)),
@@ -91,12 +93,10 @@ impl Manager {
             };
             let outcome = match admitted {
                 Ok(admitted) => {
-                    let _running = Running::enter(self, &inst, admitted.permit);
-                    admitted
-                        .worker
-                        .execute(args, kwargs)
-                        .await
-                        .map_err(ManagerError::from)
+                    let mut running = Running::enter(self, &inst, admitted.permit, true);
+                    let out = admitted.worker.execute(args, kwargs).await;
+                    running.succeeded(out.is_ok());
+                    out.map_err(ManagerError::from)
                 }
                 Err(e) => Err(e),
             };
@@ -240,10 +240,19 @@ pub(super) struct Running<'a> {
     inst: &'a Instance,
     /// Released after the call is counted out.
     _permit: Option<Permit>,
+    /// When it started, if its sample is recorded.
+    started: Option<Instant>,
+    success: bool,
 }
 
 impl<'a> Running<'a> {
-    pub(super) fn enter(manager: &'a Manager, inst: &'a Instance, permit: Option<Permit>) -> Self {
+    /// Counts a call in; with `record`, its sample is recorded when it ends.
+    pub(super) fn enter(
+        manager: &'a Manager,
+        inst: &'a Instance,
+        permit: Option<Permit>,
+        record: bool,
+    ) -> Self {
         if inst.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
             manager.inner.hub.call_transition(inst, true);
         }
@@ -251,7 +260,14 @@ impl<'a> Running<'a> {
             manager,
             inst,
             _permit: permit,
+            started: (record && manager.inner.recorder.on()).then(Instant::now),
+            success: false,
         }
+    }
+
+    /// Says how the call ended (a call dropped before this failed).
+    pub(super) fn succeeded(&mut self, ok: bool) {
+        self.success = ok;
     }
 }
 
@@ -265,6 +281,17 @@ impl Drop for Running<'_> {
         }
         if left == 0 && lock(&inst.status).pending_hook.is_some() {
             inst.fire_pending_hook();
+        }
+        if let Some(started) = self.started {
+            self.manager.inner.recorder.send(Ended {
+                instance: inst.id.clone(),
+                plugin: inst.plugin.clone(),
+                config_hash: Arc::clone(&lock(&inst.config_hash)),
+                pid: inst.pid(),
+                duration: started.elapsed(),
+                success: self.success,
+                at: SystemTime::now(),
+            });
         }
     }
 }

@@ -108,7 +108,7 @@ impl Manager {
         let old = lock(&inst.config).clone();
         if let Some(worker) = inst.worker() {
             let _slot = Slot::take(&inst);
-            let _running = Running::enter(self, &inst, None);
+            let _running = Running::enter(self, &inst, None, false);
             worker.call_blocking(
                 "reconfigure",
                 vec![
@@ -119,7 +119,7 @@ impl Manager {
                 CallOptions::default(),
             )?;
         }
-        lock(&inst.config).clone_from(&new);
+        self.configured(&inst, new.clone());
         self.persist(&inst)?;
         Ok(new)
     }

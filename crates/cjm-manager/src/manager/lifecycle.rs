@@ -35,7 +35,9 @@ impl Manager {
         if id != spec.plugin {
             worker_spec.instance_id = Some(id.clone());
         }
-        let placement = Placement::of(&manifest);
+        let mut placement = Placement::of(&manifest);
+        let config_hash = Instance::hash_of(&config);
+        placement.record = self.record_of(&id, &config_hash);
         let inst = Arc::new(Instance {
             id: id.clone(),
             plugin: spec.plugin.clone(),
@@ -59,6 +61,7 @@ impl Manager {
             generation: std::sync::atomic::AtomicU64::new(0),
             placement: Mutex::new(placement),
             starting_pid: std::sync::atomic::AtomicU32::new(0),
+            config_hash: Mutex::new(config_hash),
         });
         {
             let mut all = self
@@ -71,12 +74,12 @@ impl Manager {
             }
             all.insert(id.clone(), Arc::clone(&inst));
         }
-        if let Err(source) = self.start_monitor() {
+        if let Err(source) = self.start_monitor().and_then(|()| self.start_recorder()) {
             self.remove(&id);
             return Err(ManagerError::Thread {
                 plugin: spec.plugin.clone(),
                 instance_id: id,
-                role: "resource monitor",
+                role: "resource monitor or recorder",
                 source,
             });
         }
@@ -281,6 +284,30 @@ impl Manager {
         }
     }
 
+    /// Sets `inst`'s configuration, and with it the key of its empirical record.
+    pub(super) fn configured(&self, inst: &Instance, config: Map<String, serde_json::Value>) {
+        let hash = Instance::hash_of(&config);
+        *lock(&inst.config) = config;
+        let record = self.record_of(&inst.id, &hash);
+        *lock(&inst.config_hash) = hash;
+        lock(&inst.placement).record = record;
+    }
+
+    /// The empirical record of `instance` under `hash`, if kept and any.
+    fn record_of(&self, instance: &str, hash: &str) -> Option<cjm_stores::EmpiricalRecord> {
+        if !self.inner.cfg.substrate.empirical_tracking {
+            return None;
+        }
+        self.inner
+            .stores
+            .empirical(instance, hash)
+            .inspect_err(|e| {
+                tracing::warn!("cannot read the empirical record of instance {instance}: {e}");
+            })
+            .ok()
+            .flatten()
+    }
+
     /// Starts the idle reaper, if this manager has one, for instance `id` of
     /// `plugin`, the first that has an idle timeout.
     fn start_reaper(&self, plugin: &str, id: &str) -> Result<(), ManagerError> {
@@ -385,7 +412,7 @@ impl Manager {
         let inst = self.instance(id)?;
         self.stop_instance(&inst);
         if let Some(c) = config {
-            *lock(&inst.config) = c;
+            self.configured(&inst, c);
         }
         self.place(&inst).map(drop)
     }

@@ -11,6 +11,7 @@
 //! | `lifecycle.rs` | load, start, stop, unload, reload, reset, enable, disable, hooks |
 //! | `calls.rs` | calls, the concurrency gate, the in-flight guard |
 //! | `admission.rs` | whether a call may start: the policy, eviction, waiting with a reason |
+//! | `record.rs` | each call's empirical sample, recorded off the call path |
 //! | `recovery.rs` | out-of-memory: evict, restart, try again, bounded |
 //! | `resources.rs` | [`Resources`]: what the scheduler sees, for `cjm-ctl resources` |
 //! | `monitor.rs` | the latest sample of memory, GPUs and workers, and the thread that takes it |
@@ -25,6 +26,7 @@ mod hub;
 mod lifecycle;
 mod monitor;
 mod options;
+mod record;
 mod recovery;
 mod resources;
 mod supervise;
@@ -89,12 +91,15 @@ struct Inner {
     waits: resources::Waits,
     /// How many times a call that ran out of memory is tried again.
     oom_retries: usize,
+    /// The queue of ended calls' samples.
+    recorder: record::Recorder,
 }
 
 impl Drop for Inner {
     /// Stops every worker, then joins the manager's threads: told to stop first,
     /// so none is left waiting out a backoff or a reaper period.
     fn drop(&mut self) {
+        self.recorder.close();
         self.threads.close();
         let instances = std::mem::take(
             &mut *self
@@ -186,6 +191,7 @@ impl Manager {
             monitor: monitor::Monitor::new(options.gpus),
             waits: resources::Waits::default(),
             oom_retries: options.oom_retries,
+            recorder: record::Recorder::default(),
         });
         Self { inner }
     }

@@ -186,7 +186,7 @@ impl Manager {
                 cpu_seconds: usage.map_or(0.0, |u| u.cpu_seconds),
                 expected: cjm_sched::footprint::expect(
                     placement.declared,
-                    None,
+                    placement.record.as_ref(),
                     self.inner.footprint_margin,
                 ),
                 running: self.inner.fit.as_ref().map_or(0, |f| f.running(&id)),

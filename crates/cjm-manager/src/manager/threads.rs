@@ -1,5 +1,5 @@
 //! The manager's own threads (one supervisor per started worker, the idle
-//! reaper and the resource monitor) and the shutdown signal they wait on. Every
+//! reaper, the resource monitor and the empirical recorder) and the shutdown signal they wait on. Every
 //! thread is owned here and joined when the manager goes; none holds the manager
 //! alive while it waits.
 
@@ -72,6 +72,7 @@ pub(super) struct Threads {
     supervisors: Mutex<Vec<JoinHandle<()>>>,
     reaper: Mutex<Option<JoinHandle<()>>>,
     monitor: Mutex<Option<JoinHandle<()>>>,
+    recorder: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Threads {
@@ -126,6 +127,19 @@ impl Threads {
         Ok(())
     }
 
+    /// Starts the empirical recorder thread with `body`.
+    pub(super) fn start_recorder(&self, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let mut recorder = lock(&self.recorder);
+        if recorder.is_none() {
+            *recorder = Some(
+                std::thread::Builder::new()
+                    .name("cjm-recorder".into())
+                    .spawn(body)?,
+            );
+        }
+        Ok(())
+    }
+
     /// Tells every thread to stop waiting (the first step of shutting down).
     pub(super) fn close(&self) {
         self.shutdown.close();
@@ -139,6 +153,7 @@ impl Threads {
         let mut handles = std::mem::take(&mut *lock(&self.supervisors));
         handles.extend(lock(&self.reaper).take());
         handles.extend(lock(&self.monitor).take());
+        handles.extend(lock(&self.recorder).take());
         for h in handles {
             if h.thread().id() != me {
                 // A thread that panicked has reported it already; nothing to add.

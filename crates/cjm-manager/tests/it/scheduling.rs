@@ -517,3 +517,71 @@ fn calls_hammering_instances_that_are_being_evicted_all_complete() {
     });
     assert!(m.resources().waiting.is_empty());
 }
+
+#[test]
+fn each_call_is_recorded_in_the_reference_store_and_becomes_the_expected_footprint() {
+    let (p, options) = on_fake_gpus("sched-record", &[8192], Duration::ZERO);
+    // Declared 1 GB; its worker really holds 1.5 GB.
+    gpu_plugin(&p, "gpu-a", 1024);
+    let m = Manager::new(p.config(), options);
+    let a = load(&m, "gpu-a", 1536);
+    eventually("a sample that shows gpu-a's 1.5 GB", || {
+        m.refresh_resources()
+            .instances
+            .iter()
+            .any(|i| i.id == a && i.held.vram_bytes == 1536 << 20)
+    });
+    for _ in 0..5 {
+        m.execute(&a, vec![], vec![]).unwrap();
+    }
+    let expected = || {
+        m.resources()
+            .instances
+            .into_iter()
+            .find(|i| i.id == a)
+            .unwrap()
+            .expected
+    };
+    eventually("the five calls recorded", || {
+        matches!(
+            expected().basis,
+            cjm_sched::Basis::Measured { samples: 5, .. }
+        )
+    });
+    let e = expected();
+    assert_eq!(
+        e.footprint.vram_bytes,
+        cjm_sched::amount::from_mb(1536.0 * 1.1)
+    );
+    assert!(
+        e.footprint.ram_bytes > 1 << 20,
+        "a Python worker's peak RSS: {e}"
+    );
+    assert!(
+        e.to_string().ends_with("(measured over 5 calls, +10 %)"),
+        "{e}"
+    );
+
+    // The reference's own store reads the record the manager wrote.
+    let hash = cjm_stores::compute_config_hash(Some(&map(json!({"vram_mb": 1536, "ram_mb": 0}))));
+    let script = format!(
+        "from cjm_plugin_system.core.empirical_store import LocalEmpiricalResourceStore as S\n\
+         r = S({db:?}).get_record('gpu-a', {hash:?})\n\
+         print(r.sample_count, r.success_rate, r.gpu_memory_mb_peak_max, r.memory_mb_peak_max > 1)",
+        db = p
+            .dir
+            .join("data/empirical_resources.db")
+            .display()
+            .to_string(),
+    );
+    let out = std::process::Command::new(crate::support::python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "5 1.0 1536.0 True",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

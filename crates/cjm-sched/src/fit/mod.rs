@@ -247,30 +247,43 @@ impl Scheduler {
         }
     }
 
-    /// Admits a call that needs no memory on an instance whose worker runs: the
-    /// one decision [`decide`](Self::decide) would make without a view, unless
-    /// the instance is being evicted (then `None`: ask `decide`, which says
-    /// why it waits). The manager's hot path for plugins with no footprint.
-    pub fn admit_running_without_needs(&self, instance: &str) -> Option<Permit> {
+    /// Admits a call on an instance whose worker runs, from a view that lists
+    /// only that instance, when that alone shows the call fits; `None`: ask
+    /// [`decide`](Self::decide) with the whole view. The manager's hot path: it
+    /// spares building the whole view for the common call.
+    ///
+    /// It is sound because what such a view leaves out only ever makes room:
+    /// another instance with a reservation counts as holding nothing of it (so
+    /// its whole reservation counts as outstanding), and the instance itself
+    /// needs no worker slot. It declines while any eviction is pending, whose
+    /// settling needs the whole view; and it changes nothing unless it admits.
+    pub fn admit_from_own_view(&self, request: &Request, view: &View) -> Option<Permit> {
         let mut ledger = lock(&self.inner.ledger);
-        if ledger.evictions.iter().any(|e| e.instance == instance) {
+        if !ledger.evictions.is_empty() || view.loaded(&request.instance).is_none() {
             return None;
         }
+        let sampled_at = view.sampled_at;
+        ledger
+            .settling
+            .retain(|(_, released_at)| *released_at > sampled_at);
+        let choose::Outcome::Admit(device) = choose::choose(&ledger, request, view) else {
+            return None;
+        };
         let id = ledger.next_id;
         ledger.next_id += 1;
         ledger.claims.insert(
             id,
             Claim {
-                instance: instance.to_owned(),
-                needs: Footprint::default(),
-                device: None,
+                instance: request.instance.clone(),
+                needs: request.needs(),
+                device,
             },
         );
         ledger.changed();
         Some(Permit {
             inner: Arc::clone(&self.inner),
             id,
-            device: None,
+            device,
         })
     }
 

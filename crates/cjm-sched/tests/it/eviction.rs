@@ -208,30 +208,49 @@ fn two_callers_short_at_once_do_not_evict_the_same_worker_twice() {
 }
 
 #[test]
-fn a_call_that_needs_nothing_is_admitted_without_a_view_unless_its_instance_is_being_evicted() {
+fn a_call_is_admitted_from_its_own_view_only_when_that_alone_shows_it_fits() {
     let (s, _) = scheduler();
-    let v = view(
+    let whole = view(
         8000,
         &[(8192, 1024)],
         vec![
             idle("x", 1, (0, 6144), Some(0)),
-            idle("y", 2, (0, 10), None),
+            idle("y", 2, (100, 10), None),
         ],
     );
+    let own = |v: &cjm_sched::fit::View, id: &str| cjm_sched::fit::View {
+        loaded: v
+            .loaded
+            .iter()
+            .filter(|l| l.instance == id)
+            .cloned()
+            .collect(),
+        ..v.clone()
+    };
     let permit = s
-        .admit_running_without_needs("y")
-        .expect("nothing to wait for");
+        .admit_from_own_view(&request("y", (200, 0)), &own(&whole, "y"))
+        .expect("100 MB more fits in 8000 MB");
     assert_eq!(
         s.running("y"),
         1,
         "it counts as running, so it is not evicted"
     );
     drop(permit);
-    assert_eq!(s.running("y"), 0);
-    assert_eq!(victims(s.decide(&request("z", (100, 4096)), &v)), ["x"]);
     assert!(
-        s.admit_running_without_needs("x").is_none(),
-        "x is being evicted: decide says why the call waits"
+        s.admit_from_own_view(&request("y", (9000, 0)), &own(&whole, "y"))
+            .is_none(),
+        "does not fit: the whole view decides (and may evict)"
+    );
+    assert!(
+        s.admit_from_own_view(&request("z", (10, 0)), &own(&whole, "z"))
+            .is_none(),
+        "z has no worker: the whole view decides (a worker slot, a device)"
+    );
+    assert_eq!(victims(s.decide(&request("z", (100, 4096)), &whole)), ["x"]);
+    assert!(
+        s.admit_from_own_view(&request("y", (200, 0)), &own(&whole, "y"))
+            .is_none(),
+        "an eviction is pending: only the whole view settles it"
     );
     s.evicted("x", true);
 }
