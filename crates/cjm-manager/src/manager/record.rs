@@ -5,7 +5,7 @@
 //!
 //! The call path only hands a few numbers to a bounded queue (never waits on
 //! it: a full queue drops the sample and counts it). A recorder thread takes
-//! them in batches: one peak reading per worker per batch (the resident
+//! them in batches of up to 100 ms: one peak reading per worker per batch (the resident
 //! high-water mark since the last batch, then reset), the GPU memory the latest
 //! sample shows the worker holding, and one store transaction per instance.
 
@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use cjm_stores::ResourceSample;
 
+use super::threads::Shutdown;
 use super::{Inner, Manager};
 use crate::instance::lock;
 
@@ -80,18 +81,26 @@ impl Manager {
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let weak = Arc::downgrade(&self.inner);
+        let shutdown = self.inner.threads.shutdown();
         self.inner
             .threads
-            .start_recorder(move || record(&weak, &rx))?;
+            .start_recorder(move || record(&weak, &shutdown, &rx))?;
         *sender = Some(tx);
         self.inner.recorder.on.store(true, Ordering::Relaxed);
         Ok(())
     }
 }
 
-/// The recorder thread: batches until the queue closes.
-fn record(inner: &Weak<Inner>, rx: &Receiver<Ended>) {
+/// How long the recorder gathers samples after the first of a batch: at most
+/// this many writes a second, whatever the call rate.
+const BATCH: Duration = Duration::from_millis(100);
+
+/// The recorder thread: batches until the queue closes. After the first call
+/// of a batch it waits out the batch's time on the shutdown signal, not on the
+/// queue, so the calls meanwhile never wake it.
+fn record(inner: &Weak<Inner>, shutdown: &Shutdown, rx: &Receiver<Ended>) {
     while let Ok(first) = rx.recv() {
+        shutdown.wait(BATCH);
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(QUEUE));
         let Some(inner) = inner.upgrade() else { return };
