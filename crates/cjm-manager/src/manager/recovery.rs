@@ -58,7 +58,14 @@ impl Manager {
                     .is_some_and(|v| lock(&v.placement).device == device)
         });
         if let Some(victim) = victim {
-            self.evict(&victim, inst);
+            // Its memory is awaited as after any eviction: a driver may free it late.
+            if let Some(fit) = &self.inner.fit {
+                fit.evicting(&victim, &self.view(&self.snapshot()));
+            }
+            let stopped = self.evict(&victim, inst);
+            if let Some(fit) = &self.inner.fit {
+                fit.evicted(&victim, stopped);
+            }
         }
         self.stop_instance(inst);
     }

@@ -287,6 +287,31 @@ impl Scheduler {
         })
     }
 
+    /// Records an eviction the manager decided on its own (to make room after
+    /// an out-of-memory), from `view`, so that the memory it frees is waited
+    /// for as after one [`decide`](Self::decide) chose. Report it with
+    /// [`evicted`](Self::evicted) as those.
+    pub fn evicting(&self, instance: &str, view: &View) {
+        let Some(l) = view.loaded(instance) else {
+            return;
+        };
+        let mut ledger = lock(&self.inner.ledger);
+        if ledger.evictions.iter().any(|e| e.instance == instance) {
+            return;
+        }
+        ledger.evictions.push(Eviction {
+            instance: instance.to_owned(),
+            held: l.held,
+            device: l.device,
+            since: self.inner.clock.now(),
+            vram_free_before: l
+                .device
+                .and_then(|d| view.device(d))
+                .map_or(0, |d| d.free_bytes),
+        });
+        ledger.changed();
+    }
+
     /// Reports that an instance [`Decision::Evict`] named has stopped (or could
     /// not be stopped: `stopped` false). Its memory is then waited for until it
     /// shows as free.
