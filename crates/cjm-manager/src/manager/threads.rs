@@ -103,41 +103,17 @@ impl Threads {
 
     /// Starts the reaper thread with `body`, unless it runs already.
     pub(super) fn start_reaper(&self, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        let mut reaper = lock(&self.reaper);
-        if reaper.is_none() {
-            *reaper = Some(
-                std::thread::Builder::new()
-                    .name("cjm-reaper".into())
-                    .spawn(body)?,
-            );
-        }
-        Ok(())
+        start_once(&self.reaper, "cjm-reaper", body)
     }
 
     /// Starts the resource monitor thread with `body`, unless it runs already.
     pub(super) fn start_monitor(&self, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        let mut monitor = lock(&self.monitor);
-        if monitor.is_none() {
-            *monitor = Some(
-                std::thread::Builder::new()
-                    .name("cjm-monitor".into())
-                    .spawn(body)?,
-            );
-        }
-        Ok(())
+        start_once(&self.monitor, "cjm-monitor", body)
     }
 
     /// Starts the empirical recorder thread with `body`.
     pub(super) fn start_recorder(&self, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        let mut recorder = lock(&self.recorder);
-        if recorder.is_none() {
-            *recorder = Some(
-                std::thread::Builder::new()
-                    .name("cjm-recorder".into())
-                    .spawn(body)?,
-            );
-        }
-        Ok(())
+        start_once(&self.recorder, "cjm-recorder", body)
     }
 
     /// Tells every thread to stop waiting (the first step of shutting down).
@@ -161,4 +137,17 @@ impl Threads {
             }
         }
     }
+}
+
+/// Starts the thread `name` with `body` into `slot`, unless one runs there.
+fn start_once(
+    slot: &Mutex<Option<JoinHandle<()>>>,
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
+    let mut slot = lock(slot);
+    if slot.is_none() {
+        *slot = Some(std::thread::Builder::new().name(name.into()).spawn(body)?);
+    }
+    Ok(())
 }

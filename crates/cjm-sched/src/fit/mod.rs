@@ -206,22 +206,7 @@ impl Scheduler {
         let ticket = Ticket(ledger.generation);
         match choose::choose(&ledger, request, view) {
             choose::Outcome::Admit(device) => {
-                let id = ledger.next_id;
-                ledger.next_id += 1;
-                ledger.claims.insert(
-                    id,
-                    Claim {
-                        instance: request.instance.clone(),
-                        needs: request.needs(),
-                        device,
-                    },
-                );
-                ledger.changed();
-                Decision::Admit(Permit {
-                    inner: Arc::clone(&self.inner),
-                    id,
-                    device,
-                })
+                Decision::Admit(self.claim(&mut ledger, request, device))
             }
             choose::Outcome::Evict(victims) => {
                 for victim in &victims {
@@ -269,6 +254,11 @@ impl Scheduler {
         let choose::Outcome::Admit(device) = choose::choose(&ledger, request, view) else {
             return None;
         };
+        Some(self.claim(&mut ledger, request, device))
+    }
+
+    /// Reserves what `request` needs on `device`, under the lock that decided it.
+    fn claim(&self, ledger: &mut Ledger, request: &Request, device: Option<u32>) -> Permit {
         let id = ledger.next_id;
         ledger.next_id += 1;
         ledger.claims.insert(
@@ -280,11 +270,11 @@ impl Scheduler {
             },
         );
         ledger.changed();
-        Some(Permit {
+        Permit {
             inner: Arc::clone(&self.inner),
             id,
             device,
-        })
+        }
     }
 
     /// Records an eviction the manager decided on its own (to make room after
