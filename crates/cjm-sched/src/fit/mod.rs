@@ -22,7 +22,7 @@ pub mod reason;
 pub mod view;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cjm_core::SharedClock;
@@ -111,9 +111,7 @@ impl Drop for Permit {
                 None => ledger.settling.push((claim, released_at)),
             }
         }
-        ledger.changed();
-        drop(ledger);
-        self.inner.changed.notify_all();
+        self.inner.announce(ledger);
     }
 }
 
@@ -154,6 +152,9 @@ struct Ledger {
     /// Released claims, with when, not yet covered by a sample taken after.
     settling: Vec<(Claim, Duration)>,
     evictions: Vec<Eviction>,
+    /// Callers in [`Scheduler::wait_for_change`]: a change wakes them only when
+    /// there are some, since a wake-up is a system call even with no one waiting.
+    waiters: usize,
 }
 
 impl Ledger {
@@ -175,6 +176,18 @@ struct Inner {
     options: FitOptions,
     ledger: Mutex<Ledger>,
     changed: Condvar,
+}
+
+impl Inner {
+    /// Records a change in `ledger` and wakes whoever waits for one.
+    fn announce(&self, mut ledger: MutexGuard<'_, Ledger>) {
+        ledger.changed();
+        let waiting = ledger.waiters > 0;
+        drop(ledger);
+        if waiting {
+            self.changed.notify_all();
+        }
+    }
 }
 
 /// The `fit` scheduler: one per manager, shared by every caller.
@@ -310,9 +323,7 @@ impl Scheduler {
         if !stopped {
             ledger.evictions.retain(|e| e.instance != instance);
         }
-        ledger.changed();
-        drop(ledger);
-        self.inner.changed.notify_all();
+        self.inner.announce(ledger);
     }
 
     /// Waits until a reservation is released or an eviction reported since the
@@ -320,20 +331,21 @@ impl Scheduler {
     /// samples again: memory that comes back is measured, not announced). Says
     /// whether something changed.
     pub fn wait_for_change(&self, ticket: Ticket, timeout: Duration) -> bool {
-        let ledger = lock(&self.inner.ledger);
-        let (ledger, _) = self
+        let mut ledger = lock(&self.inner.ledger);
+        ledger.waiters += 1;
+        let (mut ledger, _) = self
             .inner
             .changed
             .wait_timeout_while(ledger, timeout, |l| l.generation == ticket.0)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ledger.waiters -= 1;
         ledger.generation != ticket.0
     }
 
     /// Tells waiters that something they cannot see changed (a worker stopped
     /// on its own, a new sample shows memory back).
     pub fn nudge(&self) {
-        lock(&self.inner.ledger).changed();
-        self.inner.changed.notify_all();
+        self.inner.announce(lock(&self.inner.ledger));
     }
 
     /// Calls running on `instance` under a permit.
