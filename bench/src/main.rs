@@ -2,7 +2,9 @@
 //! run: a raw socketpair ping-pong with a minimal Python loop that waits as cjm's
 //! waiters do, an in-process memcpy and memset, a bare interpreter's start-up and RSS.
 //!
-//! Run with `cargo xtask bench` (or `CJM_PYTHON=… cargo run --release -p cjm-bench`).
+//! Run with `cargo xtask bench` (or `CJM_PYTHON=… cargo run --release -p cjm-bench`);
+//! `cargo xtask bench -- --only manager` runs only the measurements promising a key
+//! that contains `manager`, and leaves `bench/results.json` as it was.
 //! Prints a table to stderr and writes `bench/results.json`, where every target the
 //! issues set appears with `met`, including those whose measurement failed (with
 //! `met: false` and the error).
@@ -66,7 +68,7 @@ fn main() -> Result<()> {
         root,
     };
     let started = Instant::now();
-    let mut r = Report::default();
+    let mut r = Report::only(only()?);
 
     // One long-lived worker for the call figures, as an application keeps one: the
     // pipelined run follows the latency runs on the same, warm worker.
@@ -144,6 +146,10 @@ fn main() -> Result<()> {
         Json::from(started.elapsed().as_secs_f64()),
     );
     r.print_table()?;
+    if r.partial() {
+        report::say("a run with --only leaves bench/results.json as it was");
+        return Ok(());
+    }
     let path = ctx.root.join("bench/results.json");
     let text = serde_json::to_string_pretty(&Json::Object(out))?;
     fs_err::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -153,6 +159,19 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// The keys after `--only` (each may be part of a key: `--only manager`).
+fn only() -> Result<Vec<String>> {
+    let mut only = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--only" => only.push(args.next().context("--only needs a key (or part of one)")?),
+            other => bail!("unknown argument `{other}`; the bench takes `--only KEY`, repeatable"),
+        }
+    }
+    Ok(only)
 }
 
 fn install_figures(r: &mut Report, ctx: &Ctx) -> Result<()> {

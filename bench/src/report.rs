@@ -132,9 +132,26 @@ impl Row {
 pub(crate) struct Report {
     rows: Vec<Row>,
     figures: Map<String, Json>,
+    /// With `--only`: the measurements run are those promising a key that
+    /// contains one of these.
+    only: Vec<String>,
 }
 
 impl Report {
+    /// A report that runs only the measurements promising a key containing one
+    /// of `only` (every measurement when it is empty).
+    pub(crate) fn only(only: Vec<String>) -> Self {
+        Self {
+            only,
+            ..Self::default()
+        }
+    }
+
+    /// Whether this run leaves measurements out.
+    pub(crate) fn partial(&self) -> bool {
+        !self.only.is_empty()
+    }
+
     /// Records a judged figure.
     pub(crate) fn judge(&mut self, key: &'static str, m: Reading) {
         self.rows.push(Row {
@@ -157,6 +174,13 @@ impl Report {
         keys: &[&'static str],
         run: impl FnOnce(&mut Self) -> Result<()>,
     ) {
+        if self.partial()
+            && !keys
+                .iter()
+                .any(|k| self.only.iter().any(|o| k.contains(o.as_str())))
+        {
+            return;
+        }
         say(what);
         let outcome = catch_unwind(AssertUnwindSafe(|| run(self)));
         let reason = match outcome {
