@@ -17,11 +17,17 @@ use crate::ctx::{Ctx, Global};
 /// footprints. With `--load PLUGIN` (repeatable) it starts those plugins' workers
 /// here first, as a host would, and shows what each holds: a quick way to learn a
 /// plugin's real footprint before declaring it in `resources.min_system_ram_mb`.
+/// With `--system-monitor PLUGIN` that installed system-monitor plugin (the
+/// reference's `get_system_status` / `list_processes` contract) is started and
+/// its readings shown beside cjm's own.
 #[derive(clap::Args)]
 pub(crate) struct ResourcesArgs {
     /// Start this installed plugin's worker and show what it holds (repeatable).
     #[arg(long = "load", value_name = "PLUGIN")]
     load: Vec<String>,
+    /// Start this installed system-monitor plugin and read through it too.
+    #[arg(long = "system-monitor", value_name = "PLUGIN")]
+    system_monitor: Option<String>,
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
@@ -38,7 +44,7 @@ pub(crate) fn run(a: &ResourcesArgs, g: &Global) -> anyhow::Result<ExitCode> {
         },
     );
     let discovery = ctx.discover();
-    for plugin in &a.load {
+    for plugin in a.load.iter().chain(&a.system_monitor) {
         if manager.manifest(plugin).is_none() {
             return Err(crate::ctx::not_installed(plugin, &discovery));
         }
@@ -50,6 +56,16 @@ pub(crate) fn run(a: &ResourcesArgs, g: &Global) -> anyhow::Result<ExitCode> {
             failed = true;
             crate::call::report_manager(&e);
             eprintln!("(plugin {plugin} is left out below)");
+        }
+    }
+    if let Some(plugin) = &a.system_monitor {
+        let registered = manager
+            .load(&LoadSpec::new(plugin.as_str()))
+            .and_then(|id| manager.register_system_monitor(&id));
+        if let Err(e) = registered {
+            let code = crate::call::report_manager(&e);
+            manager.unload_all();
+            return Ok(code);
         }
     }
     let r = manager.refresh_resources();

@@ -153,6 +153,22 @@ pub enum ManagerError {
         #[source]
         last: Box<ManagerError>,
     },
+    /// The instance named as the system monitor does not answer the
+    /// reference's system-monitor contract.
+    #[error(
+        "instance {instance_id} of plugin {plugin} cannot be the system monitor: {reason}; \
+         a system-monitor plugin answers get_system_status() with the reference's SystemStats \
+         (memory_available_mb, gpu_total_memory_mb, gpu_free_memory_mb, …) and list_processes() \
+         with its ProcessStats (pid, gpu_memory_mb)"
+    )]
+    NotAMonitor {
+        /// The plugin.
+        plugin: String,
+        /// The instance.
+        instance_id: String,
+        /// What it answered.
+        reason: String,
+    },
     /// The instance crashed too often and is quarantined.
     #[error(
         "instance {instance_id} of plugin {plugin} is crash-looping and will not be restarted: {reason}"
@@ -217,6 +233,9 @@ impl ManagerError {
             ),
             Self::Waited { .. } => Some(
                 "`cjm-ctl resources` shows what holds the memory: stop or unload instances that are not needed, or raise `ManagerOptions::admission_timeout`".into(),
+            ),
+            Self::NotAMonitor { .. } => Some(
+                "register an instance of a system-monitor plugin (one that implements the reference's SystemMonitorPlugin), or fix what its get_system_status() returns".into(),
             ),
             Self::Blocked { .. } => Some(
                 "free memory (unload instances that are not needed), or use the `fit` policy, which waits for memory and says why".into(),

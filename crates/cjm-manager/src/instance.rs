@@ -120,6 +120,8 @@ pub(crate) struct Instance {
     pub(crate) starting_pid: std::sync::atomic::AtomicU32,
     /// The reference's hash of its configuration: the key of its empirical record.
     pub(crate) config_hash: Mutex<std::sync::Arc<str>>,
+    /// The system monitor's instance: its worker is never evicted or reaped.
+    pub(crate) kept: AtomicBool,
 }
 
 /// An instance's side of admission.

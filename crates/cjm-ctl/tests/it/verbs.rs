@@ -466,6 +466,20 @@ fn resources_shows_the_gpus_the_footprints_and_what_a_loaded_worker_holds() {
     );
     assert_eq!(doc["waiting"], Value::Array(vec![]), "{doc}");
 
+    // A plugin that is not a system monitor is refused as one, with what to do.
+    let out = s
+        .command(&["resources", "--system-monitor", "demo-plugin-meta"])
+        .env("CJM_FAKE_GPU", &gpu)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("of plugin demo-plugin-meta cannot be the system monitor")
+            && stderr.contains("hint: register an instance of a system-monitor plugin"),
+        "{stderr}"
+    );
+
     let text_out = s.ctl(&["resources"]);
     let table = text(&text_out.stdout);
     assert!(table.contains("policy     fit"), "{table}");

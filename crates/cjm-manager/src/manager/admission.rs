@@ -254,7 +254,7 @@ impl Manager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .filter(|i| i.id != inst.id && i.worker().is_some())
-            .filter(|i| i.in_flight.load(Ordering::Acquire) == 0)
+            .filter(|i| i.in_flight.load(Ordering::Acquire) == 0 && !i.kept.load(Ordering::Acquire))
             .map(|i| (lock(&i.status).last_used, i.id.clone()))
             .collect();
         idle.sort();
@@ -375,6 +375,7 @@ fn loaded(inst: &Instance, snapshot: &Snapshot) -> Option<Loaded> {
         InstanceState::Stopping => Activity::Stopping,
         _ if worker.is_none() => return None,
         _ if inst.in_flight.load(Ordering::Acquire) > 0 => Activity::Busy,
+        _ if inst.kept.load(Ordering::Acquire) => Activity::Kept,
         _ => Activity::Idle,
     };
     let placement = lock(&inst.placement);

@@ -62,6 +62,7 @@ impl Manager {
             placement: Mutex::new(placement),
             starting_pid: std::sync::atomic::AtomicU32::new(0),
             config_hash: Mutex::new(config_hash),
+            kept: AtomicBool::new(false),
         });
         {
             let mut all = self
@@ -273,7 +274,10 @@ impl Manager {
             env.retain(|(k, _)| k != key);
             env.push((key.to_owned(), value));
         };
-        if let Some(device) = lock(&inst.placement).device {
+        // The system monitor's GPU sums its devices: there is none to pin to.
+        if let Some(device) = lock(&inst.placement).device
+            && self.inner.monitor.latest().gpu_monitor.is_none()
+        {
             set("CUDA_VISIBLE_DEVICES", device.to_string());
         }
         if let Some(cjm_sched::Gpus::Fake(fake)) = self.inner.monitor.known_gpus() {

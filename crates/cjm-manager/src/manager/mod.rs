@@ -15,6 +15,7 @@
 //! | `recovery.rs` | out-of-memory: evict, restart, try again, bounded |
 //! | `resources.rs` | [`Resources`]: what the scheduler sees, for `cjm-ctl resources` |
 //! | `monitor.rs` | the latest sample of memory, GPUs and workers, and the thread that takes it |
+//! | `sysmon.rs` | the reference's system-monitor plugin as a further source of readings |
 //! | `supervise.rs` | crash supervision and the idle reaper |
 //! | `threads.rs` | the supervisor and reaper threads, owned and joined, and their shutdown signal |
 
@@ -30,6 +31,7 @@ mod record;
 mod recovery;
 mod resources;
 mod supervise;
+mod sysmon;
 mod threads;
 mod worker_env;
 
@@ -87,6 +89,10 @@ struct Inner {
     monitor: monitor::Monitor,
     /// How often the monitor thread samples; `None`: no thread.
     monitor_interval: Option<Duration>,
+    /// The system-monitor plugin, if one is registered.
+    sysmon: sysmon::SystemMonitor,
+    /// The least time between two polls of it.
+    system_monitor_interval: Duration,
     /// The calls waiting for admission now, with their reasons.
     waits: resources::Waits,
     /// How many times a call that ran out of memory is tried again.
@@ -189,6 +195,8 @@ impl Manager {
             max_workers: options.max_workers,
             footprint_margin: options.footprint_margin,
             monitor: monitor::Monitor::new(options.gpus),
+            sysmon: sysmon::SystemMonitor::default(),
+            system_monitor_interval: options.system_monitor_interval,
             waits: resources::Waits::default(),
             oom_retries: options.oom_retries,
             recorder: record::Recorder::default(),

@@ -15,6 +15,7 @@ use cjm_sched::process::{ProcessTable, TreeUsage};
 use cjm_sched::{Footprint, GpuSample, Gpus, MachineSample};
 use serde_json::{Map, Value};
 
+use super::sysmon::Reading;
 use super::threads::Shutdown;
 use super::{Inner, Manager};
 use crate::instance::lock;
@@ -35,6 +36,10 @@ pub(crate) struct Snapshot {
     pub(crate) devices: Vec<Device>,
     /// Why there are none, when there are none.
     pub(crate) no_gpu_reason: Option<String>,
+    /// The system monitor the GPUs come from ("plugin P (instance I)"), when
+    /// cjm's own source has none: one device that sums the plugin's, which
+    /// workers are not pinned to.
+    pub(crate) gpu_monitor: Option<String>,
     /// What each worker's tree holds, by the worker's pid.
     pub(crate) held: HashMap<u32, Footprint>,
     /// Each worker tree's processes, RSS and CPU time, by the worker's pid.
@@ -90,14 +95,20 @@ impl Monitor {
 
     /// Samples now unless a sample newer than `seen` was stored while this
     /// caller waited for its turn.
-    fn sample(&self, seen: u64, pids: impl FnOnce() -> Vec<u32>, now: Duration) -> Arc<Snapshot> {
+    fn sample(
+        &self,
+        seen: u64,
+        pids: impl FnOnce() -> Vec<u32>,
+        now: Duration,
+        reading: Option<&Reading>,
+    ) -> Arc<Snapshot> {
         let _turn = lock(&self.sampling);
         let latest = self.latest();
         if latest.seq > seen {
             return latest;
         }
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-        let snapshot = Arc::new(take(self.gpus(), seq, pids, now));
+        let snapshot = Arc::new(take(self.gpus(), seq, pids, now, reading));
         *self
             .latest
             .write()
@@ -109,7 +120,14 @@ impl Monitor {
 /// One pass: the GPUs, then the workers' pids, then `/proc` once and the
 /// machine's memory. GPUs come first: a worker whose memory the GPU reading
 /// shows had its pid registered before it allocated, so it is in the list.
-fn take(gpus: &Gpus, seq: u64, pids: impl FnOnce() -> Vec<u32>, now: Duration) -> Snapshot {
+/// The system monitor's `reading`, taken just before, is merged in.
+fn take(
+    gpus: &Gpus,
+    seq: u64,
+    pids: impl FnOnce() -> Vec<u32>,
+    now: Duration,
+    reading: Option<&Reading>,
+) -> Snapshot {
     let (gpu, no_gpu_reason) = match gpus.sample() {
         Ok(sample) => {
             let reason = match gpus {
@@ -127,6 +145,12 @@ fn take(gpus: &Gpus, seq: u64, pids: impl FnOnce() -> Vec<u32>, now: Duration) -
             ));
             (GpuSample::default(), Some(e.to_string()))
         }
+    };
+    let (gpu, no_gpu_reason, gpu_monitor) = match reading.and_then(|r| Some((r, r.gpu.as_ref()?))) {
+        Some((r, theirs)) if gpu.devices.is_empty() => {
+            (theirs.clone(), None, Some(r.source.clone()))
+        }
+        _ => (gpu, no_gpu_reason, None),
     };
     let machine = MachineSample::read()
         .inspect_err(|e| warn_once(&format!("cannot read the machine's memory ({e}); admitting calls as if memory were unlimited")))
@@ -154,10 +178,14 @@ fn take(gpus: &Gpus, seq: u64, pids: impl FnOnce() -> Vec<u32>, now: Duration) -
         );
         usage.insert(pid, u);
     }
-    let stats = machine
+    let mut stats = machine
         .as_ref()
         .map(|m| cjm_sched::policy::stats(m, &gpu))
         .unwrap_or_default();
+    if let Some(r) = reading {
+        // As the reference's policies read the monitor's stats.
+        stats.extend(r.stats.clone());
+    }
     Snapshot {
         seq,
         taken_at: now,
@@ -176,6 +204,7 @@ fn take(gpus: &Gpus, seq: u64, pids: impl FnOnce() -> Vec<u32>, now: Duration) -
             })
             .collect(),
         no_gpu_reason,
+        gpu_monitor,
         held,
         usage,
         stats,
@@ -184,7 +213,7 @@ fn take(gpus: &Gpus, seq: u64, pids: impl FnOnce() -> Vec<u32>, now: Duration) -
 
 /// Warns once per distinct message, so a monitor that fails every 100 ms says
 /// it once.
-fn warn_once(message: &str) {
+pub(super) fn warn_once(message: &str) {
     static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let mut said = lock(&SAID);
     if !said.iter().any(|m| m == message) {
@@ -217,9 +246,13 @@ impl Manager {
     /// A sample newer than the one numbered `seen`, taken now unless another
     /// caller just took one.
     pub(super) fn fresh_snapshot(&self, seen: u64) -> Arc<Snapshot> {
-        self.inner
-            .monitor
-            .sample(seen, || self.worker_pids(), self.inner.clock.now())
+        let reading = self.monitor_reading();
+        self.inner.monitor.sample(
+            seen,
+            || self.worker_pids(),
+            self.inner.clock.now(),
+            reading.as_deref(),
+        )
     }
 
     /// Starts the monitor thread, unless it runs or this manager has none.

@@ -59,6 +59,10 @@ pub struct ManagerOptions {
     /// Where GPU readings come from; `None`: detected (the fake GPU where
     /// `CJM_FAKE_GPU` names one, else NVML, else none).
     pub gpus: Option<Arc<Gpus>>,
+    /// The least time between two polls of the system-monitor plugin
+    /// ([`Manager::register_system_monitor`](super::Manager::register_system_monitor));
+    /// a sample taken sooner reuses its last answer (default 1 s).
+    pub system_monitor_interval: Duration,
     /// How many times a call (or its worker's start) that ran out of memory is
     /// tried again, after evicting an idle worker beside it and restarting its
     /// own (default 1, the reference's `max_retries`).
@@ -80,6 +84,7 @@ impl Default for ManagerOptions {
             footprint_margin: cjm_sched::footprint::DEFAULT_MARGIN,
             monitor_interval: Some(Duration::from_millis(100)),
             gpus: None,
+            system_monitor_interval: Duration::from_secs(1),
             oom_retries: 1,
         }
     }

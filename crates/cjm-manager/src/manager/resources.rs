@@ -215,7 +215,16 @@ impl Manager {
         let now = self.inner.clock.now();
         Resources {
             policy: self.inner.scheduling.name(),
-            gpu_source: self.inner.monitor.gpus().describe(),
+            gpu_source: {
+                let own = self.inner.monitor.gpus().describe();
+                match (&snapshot.gpu_monitor, self.inner.sysmon.source()) {
+                    (Some(from), _) => format!("the system monitor, {from} (cjm's own: {own})"),
+                    (None, Some(from)) => {
+                        format!("{own}; the system monitor, {from}, for the policies' stats")
+                    }
+                    (None, None) => own,
+                }
+            },
             sampled_at: snapshot.taken_at,
             ram_free_bytes: snapshot.ram_free_bytes,
             ram_capacity_bytes: snapshot.ram_capacity_bytes,

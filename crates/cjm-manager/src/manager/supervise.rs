@@ -29,7 +29,9 @@ impl Manager {
             .collect();
         let mut stopped = Vec::new();
         for inst in all {
-            let Some(ttl) = inst.idle_ttl else { continue };
+            let Some(ttl) = inst.idle_ttl.filter(|_| !inst.kept.load(Ordering::Acquire)) else {
+                continue;
+            };
             let idle = now.saturating_sub(lock(&inst.status).last_used);
             if idle >= ttl && inst.in_flight.load(Ordering::Acquire) == 0 && inst.worker().is_some()
             {

@@ -14,3 +14,4 @@ mod secrets;
 mod shutdown;
 mod supervision;
 mod support;
+mod sysmon;

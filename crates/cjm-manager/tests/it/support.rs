@@ -106,6 +106,11 @@ impl Project {
     /// schedulers read them).
     pub(crate) fn gpu_manifest(&self, name: &str, resources: Value) {
         self.manifest_of(name, "demo", "GpuPlugin", None, "GpuModel");
+        self.declare(name, resources);
+    }
+
+    /// Sets the `resources` block of plugin `name`'s manifest.
+    pub(crate) fn declare(&self, name: &str, resources: Value) {
         let path = self.dir.join(format!("data/manifests/{name}.json"));
         let mut m = Manifest::load(&path).unwrap();
         let Value::Object(block) = resources else {

@@ -367,12 +367,13 @@ impl Ctx<'_> {
                         Short::Ram => o.0,
                         Short::Gpu { .. } => o.1,
                     });
-                let activity =
-                    if self.ledger.running(&l.instance) > 0 && l.activity == Activity::Idle {
-                        Activity::Busy
-                    } else {
-                        l.activity
-                    };
+                let activity = if self.ledger.running(&l.instance) > 0
+                    && matches!(l.activity, Activity::Idle | Activity::Kept)
+                {
+                    Activity::Busy
+                } else {
+                    l.activity
+                };
                 Holder {
                     instance: l.instance.clone(),
                     activity,
@@ -401,7 +402,7 @@ impl Ctx<'_> {
         holders.truncate(3);
         let busy: Vec<String> = holders
             .iter()
-            .filter(|h| h.activity != Activity::Idle)
+            .filter(|h| !matches!(h.activity, Activity::Idle | Activity::Kept))
             .map(|h| h.instance.clone())
             .collect();
         Plan::Wait(Wait {

@@ -17,6 +17,8 @@ pub enum Activity {
     Starting,
     /// Its worker is being stopped.
     Stopping,
+    /// Kept loaded by the manager (the system monitor): never evicted.
+    Kept,
 }
 
 impl Activity {
@@ -27,6 +29,7 @@ impl Activity {
             Self::Busy => "running a call",
             Self::Starting => "starting",
             Self::Stopping => "being stopped",
+            Self::Kept => "kept loaded as the system monitor",
         }
     }
 }
