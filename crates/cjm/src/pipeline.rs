@@ -34,12 +34,16 @@ pub fn create_pipeline(
     ))
 }
 
-/// [`create_pipeline`] with a given configuration and manager options.
+/// [`create_pipeline`] with a given configuration and manager options: the
+/// reference's `scheduler` is [`ManagerOptions::scheduling`], its
+/// `system_monitor` is [`ManagerOptions::system_monitor`] (one of `plugins`,
+/// registered as it loads).
 pub fn create_pipeline_with(
     cfg: CjmConfig,
     options: ManagerOptions,
     plugins: impl IntoIterator<Item = impl Into<LoadSpec>>,
 ) -> Pipeline {
+    let wanted_monitor = options.system_monitor.clone();
     let manager = Manager::new(cfg, options);
     let specs: Vec<LoadSpec> = plugins.into_iter().map(Into::into).collect();
     let mut bindings = BTreeMap::new();
@@ -55,6 +59,14 @@ pub fn create_pipeline_with(
                 failed.push((spec.clone(), e));
             }
         }
+    }
+    if let Some(wanted) = wanted_monitor
+        && manager.system_monitor().is_none()
+    {
+        tracing::warn!(
+            "the system monitor {wanted} is not a loaded system-monitor plugin (list it among \
+             the plugins, and see the warnings above); scheduling on cjm's own readings"
+        );
     }
     Pipeline {
         manager,

@@ -187,7 +187,7 @@ impl Tries {
 }
 
 /// Refuses work for a disabled instance, with the typed error.
-fn enabled(inst: &Instance) -> Result<(), ManagerError> {
+pub(super) fn enabled(inst: &Instance) -> Result<(), ManagerError> {
     if inst.enabled.load(Ordering::Acquire) {
         Ok(())
     } else {
@@ -200,7 +200,7 @@ fn enabled(inst: &Instance) -> Result<(), ManagerError> {
 /// Runs blocking manager work for plugin `plugin` on the runtime's blocking pool.
 /// A task that panicked, or never ran because the runtime shut down, reads as
 /// the worker gone.
-async fn off_runtime<T: Send + 'static>(
+pub(super) async fn off_runtime<T: Send + 'static>(
     plugin: &str,
     work: impl FnOnce() -> Result<T, ManagerError> + Send + 'static,
 ) -> Result<T, ManagerError> {
@@ -253,14 +253,11 @@ impl<'a> Running<'a> {
         permit: Option<Permit>,
         record: bool,
     ) -> Self {
-        if inst.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
-            manager.inner.hub.call_transition(inst, true);
-        }
         Self {
             manager,
             inst,
             _permit: permit,
-            started: (record && manager.inner.recorder.on()).then(Instant::now),
+            started: call_started(manager, inst, record),
             success: false,
         }
     }
@@ -273,25 +270,44 @@ impl<'a> Running<'a> {
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        let inst = self.inst;
-        lock(&inst.status).last_used = self.manager.inner.clock.now();
-        let left = inst.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
-        if left == 0 {
-            self.manager.inner.hub.call_transition(inst, false);
-        }
-        if left == 0 && lock(&inst.status).pending_hook.is_some() {
-            inst.fire_pending_hook();
-        }
-        if let Some(started) = self.started {
-            self.manager.inner.recorder.send(Ended {
-                instance: inst.id.clone(),
-                plugin: inst.plugin.clone(),
-                config_hash: Arc::clone(&lock(&inst.config_hash)),
-                pid: inst.pid(),
-                duration: started.elapsed(),
-                success: self.success,
-                at: SystemTime::now(),
-            });
-        }
+        call_ended(self.manager, self.inst, self.started, self.success);
+    }
+}
+
+/// Counts a call on `inst` in; with `record`, returns when it started, for
+/// its sample.
+pub(super) fn call_started(manager: &Manager, inst: &Instance, record: bool) -> Option<Instant> {
+    if inst.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+        manager.inner.hub.call_transition(inst, true);
+    }
+    (record && manager.inner.recorder.on()).then(Instant::now)
+}
+
+/// Counts a call on `inst` out: the idle clock reset, a deferred hook fired
+/// after the last one, its sample recorded if it `started` recording.
+pub(super) fn call_ended(
+    manager: &Manager,
+    inst: &Instance,
+    started: Option<Instant>,
+    success: bool,
+) {
+    lock(&inst.status).last_used = manager.inner.clock.now();
+    let left = inst.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
+    if left == 0 {
+        manager.inner.hub.call_transition(inst, false);
+    }
+    if left == 0 && lock(&inst.status).pending_hook.is_some() {
+        inst.fire_pending_hook();
+    }
+    if let Some(started) = started {
+        manager.inner.recorder.send(Ended {
+            instance: inst.id.clone(),
+            plugin: inst.plugin.clone(),
+            config_hash: Arc::clone(&lock(&inst.config_hash)),
+            pid: inst.pid(),
+            duration: started.elapsed(),
+            success,
+            at: SystemTime::now(),
+        });
     }
 }

@@ -90,6 +90,7 @@ impl Manager {
             self.remove(&id);
             return Err(e);
         }
+        self.maybe_monitor(&inst);
         Ok(id)
     }
 

@@ -10,6 +10,7 @@
 //! | `worker_env.rs` | `WORKER_ENV`: secrets, visible variables, overrides |
 //! | `lifecycle.rs` | load, start, stop, unload, reload, reset, enable, disable, hooks |
 //! | `calls.rs` | calls, the concurrency gate, the in-flight guard |
+//! | `streams.rs` | [`ExecuteStream`]: streamed calls, admitted and counted as calls are |
 //! | `admission.rs` | whether a call may start: the policy, eviction, waiting with a reason |
 //! | `record.rs` | each call's empirical sample, recorded off the call path |
 //! | `recovery.rs` | out-of-memory: evict, restart, try again, bounded |
@@ -30,6 +31,7 @@ mod options;
 mod record;
 mod recovery;
 mod resources;
+mod streams;
 mod supervise;
 mod sysmon;
 mod threads;
@@ -51,6 +53,7 @@ use serde_json::Map;
 use self::hub::Hub;
 pub use self::options::{InstanceInfo, LoadSpec, ManagerOptions};
 pub use self::resources::{DeviceResources, InstanceResources, Resources, WaitingCall};
+pub use self::streams::ExecuteStream;
 use self::threads::Threads;
 use crate::error::ManagerError;
 use crate::instance::{Gate, Hook, Instance, lock};
@@ -93,6 +96,8 @@ struct Inner {
     sysmon: sysmon::SystemMonitor,
     /// The least time between two polls of it.
     system_monitor_interval: Duration,
+    /// The plugin or instance that becomes the system monitor once loaded.
+    wanted_monitor: Option<String>,
     /// The calls waiting for admission now, with their reasons.
     waits: resources::Waits,
     /// How many times a call that ran out of memory is tried again.
@@ -197,6 +202,7 @@ impl Manager {
             monitor: monitor::Monitor::new(options.gpus),
             sysmon: sysmon::SystemMonitor::default(),
             system_monitor_interval: options.system_monitor_interval,
+            wanted_monitor: options.system_monitor,
             waits: resources::Waits::default(),
             oom_retries: options.oom_retries,
             recorder: record::Recorder::default(),

@@ -59,6 +59,10 @@ pub struct ManagerOptions {
     /// Where GPU readings come from; `None`: detected (the fake GPU where
     /// `CJM_FAKE_GPU` names one, else NVML, else none).
     pub gpus: Option<Arc<Gpus>>,
+    /// The plugin (or instance id) that becomes the system monitor as soon as
+    /// it is loaded, as the reference's `create_pipeline(system_monitor=…)`
+    /// registers it ([`Manager::register_system_monitor`](super::Manager::register_system_monitor)).
+    pub system_monitor: Option<String>,
     /// The least time between two polls of the system-monitor plugin
     /// ([`Manager::register_system_monitor`](super::Manager::register_system_monitor));
     /// a sample taken sooner reuses its last answer (default 1 s).
@@ -84,6 +88,7 @@ impl Default for ManagerOptions {
             footprint_margin: cjm_sched::footprint::DEFAULT_MARGIN,
             monitor_interval: Some(Duration::from_millis(100)),
             gpus: None,
+            system_monitor: None,
             system_monitor_interval: Duration::from_secs(1),
             oom_retries: 1,
         }

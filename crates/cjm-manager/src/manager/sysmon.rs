@@ -136,6 +136,23 @@ impl Manager {
         Ok(inst.id.clone())
     }
 
+    /// Registers `inst` as the system monitor when
+    /// [`ManagerOptions::system_monitor`](super::ManagerOptions::system_monitor)
+    /// names it (or its plugin) and none is registered yet; one that cannot be
+    /// is said, and stays loaded.
+    pub(super) fn maybe_monitor(&self, inst: &Instance) {
+        let wanted = self.inner.wanted_monitor.as_deref();
+        if wanted.is_none_or(|w| w != inst.id && w != inst.plugin)
+            || self.inner.sysmon.instance().is_some()
+        {
+            return;
+        }
+        if let Err(e) = self.register_system_monitor(&inst.id) {
+            let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+            tracing::warn!("{e}{hint}; scheduling on cjm's own readings");
+        }
+    }
+
     /// The system monitor's instance id, if one is registered.
     pub fn system_monitor(&self) -> Option<String> {
         self.inner.sysmon.instance()

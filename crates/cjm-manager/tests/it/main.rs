@@ -12,6 +12,7 @@ mod oom;
 mod scheduling;
 mod secrets;
 mod shutdown;
+mod streams;
 mod supervision;
 mod support;
 mod sysmon;

@@ -15,7 +15,11 @@ use crate::support::{Project, eventually, map, wait_for};
 
 /// A project with one fake GPU per entry of `devices_mb`, and the manager's
 /// options on it.
-fn on_fake_gpus(name: &str, devices_mb: &[u64], release: Duration) -> (Project, ManagerOptions) {
+pub(crate) fn on_fake_gpus(
+    name: &str,
+    devices_mb: &[u64],
+    release: Duration,
+) -> (Project, ManagerOptions) {
     let p = Project::new(name);
     let devices: Vec<FakeDevice> = devices_mb
         .iter()
@@ -33,11 +37,11 @@ fn on_fake_gpus(name: &str, devices_mb: &[u64], release: Duration) -> (Project, 
 }
 
 /// A GPU plugin declaring `mb` of GPU memory, whose worker holds as much.
-fn gpu_plugin(p: &Project, name: &str, mb: u64) {
+pub(crate) fn gpu_plugin(p: &Project, name: &str, mb: u64) {
     p.gpu_manifest(name, json!({"requires_gpu": true, "min_gpu_vram_mb": mb}));
 }
 
-fn load(m: &Manager, name: &str, vram_mb: u64) -> String {
+pub(crate) fn load(m: &Manager, name: &str, vram_mb: u64) -> String {
     m.load(&LoadSpec::new(name).config(map(json!({ "vram_mb": vram_mb }))))
         .unwrap()
 }
@@ -48,7 +52,7 @@ fn device_of(m: &Manager, id: &str) -> String {
     out["device"].as_str().unwrap_or("unset").to_owned()
 }
 
-fn hold() -> Vec<(String, Value)> {
+pub(crate) fn hold() -> Vec<(String, Value)> {
     vec![("hold".into(), Value::Bool(true))]
 }
 

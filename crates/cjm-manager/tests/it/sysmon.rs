@@ -198,6 +198,26 @@ fn the_monitor_keeps_its_worker_when_a_worker_slot_is_needed() {
 }
 
 #[test]
+fn the_monitor_named_in_the_options_is_registered_as_it_loads() {
+    let (p, options) = project("sysmon-option");
+    script(&p, &gpu_stats(8192, 4096, 16384));
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            system_monitor: Some("sysmon".into()),
+            ..options
+        },
+    );
+    assert_eq!(m.system_monitor(), None);
+    m.load(&LoadSpec::new("counter")).unwrap();
+    assert_eq!(m.system_monitor(), None, "only the one named");
+    m.load(&LoadSpec::new("sysmon").lazy()).unwrap();
+    assert_eq!(m.system_monitor().as_deref(), Some("sysmon"));
+    assert!(m.worker("sysmon").is_some(), "a monitor runs, lazy or not");
+    assert_eq!(m.resources().devices[0].free_bytes, 4096 * MB);
+}
+
+#[test]
 fn an_instance_that_does_not_answer_the_contract_is_refused_with_what_it_answered() {
     let (p, options) = project("sysmon-refused");
     let m = Manager::new(p.config(), options);
