@@ -19,6 +19,14 @@
 //! workers run without one, and a `setsid` grandchild can outlive its worker.
 //! `CJM_WORKER_CGROUPS=0` in the host's environment turns worker cgroups off.
 //! [`isolation`] says which applies, for `cjm-ctl doctor`.
+//!
+//! Where the memory controller is delegated too (it is listed in the host
+//! cgroup's `cgroup.controllers`), cjm enables it for its workers: each worker's
+//! memory is then counted exactly (`memory.current`, `memory.peak`, page cache
+//! and all, nothing shared with its forkserver counted twice), an out-of-memory
+//! kill inside it shows in its own `memory.events`, and a spec's
+//! `memory_limit_bytes` becomes its `memory.max`. [`memory_accounting`] says
+//! whether that applies; elsewhere the scheduler reads procfs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +48,63 @@ struct Root {
     dir: PathBuf,
     /// Its path as `/proc/<pid>/cgroup` shows it (`0::<rel>`).
     rel: String,
+    /// Whether its workers' cgroups have the memory controller, or why not.
+    memory: Result<(), String>,
+}
+
+/// What one worker's cgroup counts, where the memory controller is delegated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CgroupMemory {
+    /// `memory.current`: everything charged to it now (RSS, page cache, kernel).
+    pub current_bytes: u64,
+    /// `memory.peak` (Linux 5.19): the most it has held, where the kernel has it.
+    pub peak_bytes: Option<u64>,
+    /// `memory.max`, when it is a number (`None`: no limit).
+    pub max_bytes: Option<u64>,
+    /// `memory.events`' `oom_kill`: processes the OOM killer ended inside it.
+    pub oom_kills: u64,
+}
+
+impl CgroupMemory {
+    /// Reads the memory files of the cgroup at `dir`; `None` without `memory.current`.
+    pub(crate) fn read(dir: &Path) -> Option<Self> {
+        let number = |file: &str| {
+            fs_err::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+        };
+        let events = fs_err::read_to_string(dir.join("memory.events")).unwrap_or_default();
+        Some(Self {
+            current_bytes: number("memory.current")?,
+            peak_bytes: number("memory.peak"),
+            max_bytes: number("memory.max"),
+            oom_kills: crate::oom::counter(&events, "oom_kill").unwrap_or(0),
+        })
+    }
+}
+
+/// Turns the memory controller on for the workers' cgroups below `root`, or
+/// says why it cannot be.
+fn enable_memory(root: &Path) -> Result<(), String> {
+    let controllers = fs_err::read_to_string(root.join("cgroup.controllers"))
+        .map_err(|e| format!("cannot read the controllers: {e}"))?;
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        return Err(format!(
+            "the memory controller is not delegated to {} (its cgroup.controllers: {:?})",
+            root.display(),
+            controllers.trim()
+        ));
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(root.join("cgroup.subtree_control"))
+        .and_then(|mut f| f.write_all(b"+memory"))
+        .map_err(|e| {
+            format!(
+                "cannot enable the memory controller under {}: {e}",
+                root.display()
+            )
+        })
 }
 
 /// Where this host's worker cgroups go, or why there are none.
@@ -61,7 +126,12 @@ fn root() -> &'static Result<Root, String> {
         }
         // The root cgroup has no cgroup.kill, so it is looked for in ours.
         if root.join("cgroup.kill").is_file() {
-            Ok(Root { dir: root, rel })
+            let memory = enable_memory(&root);
+            Ok(Root {
+                dir: root,
+                rel,
+                memory,
+            })
         } else {
             let _ = fs_err::remove_dir(&root);
             Err(format!(
@@ -143,6 +213,13 @@ pub fn isolation() -> Result<PathBuf, String> {
     root().as_ref().map(|r| r.dir.clone()).map_err(Clone::clone)
 }
 
+/// Whether each worker's memory is counted (and limited) by its own cgroup
+/// here, and where, or why not.
+pub fn memory_accounting() -> Result<PathBuf, String> {
+    let root = root().as_ref().map_err(Clone::clone)?;
+    root.memory.clone().map(|()| root.dir.clone())
+}
+
 /// One worker's cgroup; killed and removed on drop.
 #[derive(Debug)]
 pub(crate) struct WorkerCgroup {
@@ -151,17 +228,37 @@ pub(crate) struct WorkerCgroup {
 }
 
 impl WorkerCgroup {
-    /// A new, empty cgroup, or `None` where the machine gives cjm none.
-    pub(crate) fn create() -> Option<Self> {
+    /// A new, empty cgroup, or `None` where the machine gives cjm none; with
+    /// `limit`, its `memory.max` where the memory controller is delegated.
+    pub(crate) fn create(plugin: &str, limit: Option<u64>) -> Option<Self> {
         static N: AtomicU64 = AtomicU64::new(0);
-        let root = root().as_ref().ok()?;
+        let root = match root() {
+            Ok(root) => root,
+            Err(why) => {
+                if let Some(bytes) = limit {
+                    unlimited(plugin, bytes, why);
+                }
+                return None;
+            }
+        };
         let name = format!("w-{}", N.fetch_add(1, Ordering::Relaxed));
         let dir = root.dir.join(&name);
         match fs_err::create_dir(&dir) {
-            Ok(()) => Some(Self {
-                dir,
-                rel: format!("{}/{name}", root.rel),
-            }),
+            Ok(()) => {
+                if let Some(bytes) = limit {
+                    let set = root.memory.clone().and_then(|()| {
+                        fs_err::write(dir.join("memory.max"), bytes.to_string())
+                            .map_err(|e| e.to_string())
+                    });
+                    if let Err(why) = set {
+                        unlimited(plugin, bytes, &why);
+                    }
+                }
+                Some(Self {
+                    dir,
+                    rel: format!("{}/{name}", root.rel),
+                })
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "no cgroup for this worker");
                 None
@@ -209,6 +306,26 @@ impl WorkerCgroup {
     pub(crate) fn kill(&self) {
         write_kill(&self.dir);
     }
+
+    /// What it counts, where the memory controller is on for it.
+    pub(crate) fn memory(&self) -> Option<CgroupMemory> {
+        CgroupMemory::read(&self.dir)
+    }
+}
+
+/// Says (once per plugin) that a hard memory limit cannot be set here.
+fn unlimited(plugin: &str, bytes: u64, why: &str) {
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut said = lock(&SAID);
+    if !said.iter().any(|p| p == plugin) {
+        said.push(plugin.to_owned());
+        tracing::warn!(
+            "plugin {plugin} asks for a hard memory limit of {} MB, which needs a cgroup v2 \
+             memory controller delegated to cjm, and here {why}; its workers run without \
+             that limit (the scheduler still admits calls by their expected footprint)",
+            bytes >> 20
+        );
+    }
 }
 
 impl Drop for WorkerCgroup {
@@ -241,5 +358,42 @@ fn kill_and_remove(dir: &Path) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CgroupMemory;
+
+    #[test]
+    fn a_cgroups_memory_files_are_read_and_an_unlimited_max_is_none() {
+        let dir = std::env::temp_dir().join(format!("cjm-cgroup-files-{}", std::process::id()));
+        fs_err::create_dir_all(&dir).unwrap();
+        assert_eq!(CgroupMemory::read(&dir), None, "no memory controller");
+        fs_err::write(dir.join("memory.current"), "1048576\n").unwrap();
+        fs_err::write(dir.join("memory.max"), "max\n").unwrap();
+        let m = CgroupMemory::read(&dir).unwrap();
+        assert_eq!(
+            m,
+            CgroupMemory {
+                current_bytes: 1 << 20,
+                peak_bytes: None,
+                max_bytes: None,
+                oom_kills: 0
+            }
+        );
+        fs_err::write(dir.join("memory.peak"), "2097152\n").unwrap();
+        fs_err::write(dir.join("memory.max"), "268435456\n").unwrap();
+        fs_err::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 9\noom 1\noom_kill 1\noom_group_kill 0\n",
+        )
+        .unwrap();
+        let m = CgroupMemory::read(&dir).unwrap();
+        assert_eq!(
+            (m.peak_bytes, m.max_bytes, m.oom_kills),
+            (Some(2 << 20), Some(256 << 20), 1)
+        );
+        fs_err::remove_dir_all(&dir).unwrap();
     }
 }

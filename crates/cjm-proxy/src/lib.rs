@@ -25,7 +25,7 @@ mod spec;
 mod stats;
 mod worker;
 
-pub use cgroup::isolation as cgroup_isolation;
+pub use cgroup::{CgroupMemory, isolation as cgroup_isolation, memory_accounting};
 pub use error::{Death, WorkerError};
 pub use event::Event;
 pub use logs::LOG_ROTATE_BYTES;

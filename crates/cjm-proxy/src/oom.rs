@@ -51,7 +51,7 @@ pub(crate) fn cgroup_oom_kills() -> Option<u64> {
     None
 }
 
-fn counter(text: &str, key: &str) -> Option<u64> {
+pub(crate) fn counter(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()

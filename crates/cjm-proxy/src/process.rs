@@ -73,7 +73,7 @@ impl Process {
             source: e,
         })?;
         let oom_kills_at_start = crate::oom::cgroup_oom_kills();
-        let cgroup = WorkerCgroup::create();
+        let cgroup = WorkerCgroup::create(&spec.plugin, spec.memory_limit_bytes);
         let spawned = child::start_child(spec, &child_end, cgroup.as_ref());
         drop(child_end);
         let (mut child, streams) = spawned.map_err(|source| WorkerError::Spawn {
@@ -375,7 +375,20 @@ impl Process {
         let killed_by_host = self.killing.load(Ordering::Acquire);
         logs::drain_logs(logs_done);
         let oom_evidence = (!killed_by_host && exit == Some(WorkerExit::Signal(libc::SIGKILL)))
-            .then(|| crate::oom::evidence(self.pid, self.oom_kills_at_start))
+            .then(|| {
+                self.cgroup
+                    .as_ref()
+                    .and_then(WorkerCgroup::memory)
+                    .filter(|m| m.oom_kills > 0)
+                    .map(|m| {
+                        let limit = m
+                            .max_bytes
+                            .map(|b| format!(" (its memory.max is {} MB)", b >> 20))
+                            .unwrap_or_default();
+                        format!("its own cgroup counted {} OOM kill(s){limit}", m.oom_kills)
+                    })
+                    .or_else(|| crate::oom::evidence(self.pid, self.oom_kills_at_start))
+            })
             .flatten();
         let death = Death {
             exit,
@@ -408,6 +421,12 @@ impl Process {
             death: death.clone(),
         });
         self.exited.complete(death);
+    }
+
+    /// What the worker's own cgroup counts, where it has one with the memory
+    /// controller.
+    pub(crate) fn cgroup_memory(&self) -> Option<crate::CgroupMemory> {
+        self.cgroup.as_ref().and_then(WorkerCgroup::memory)
     }
 
     /// Marks the coming exit as the host's doing.

@@ -61,6 +61,11 @@ pub struct WorkerSpec {
     pub stop_grace: Duration,
     /// Whether the process is executed or forked from a forkserver.
     pub start_method: StartMethod,
+    /// A hard memory limit for the worker and everything it starts (its
+    /// cgroup's `memory.max`), where the machine delegates a cgroup v2 memory
+    /// controller to cjm ([`memory_accounting`](crate::memory_accounting));
+    /// elsewhere it runs without one, and a warning says so once per plugin.
+    pub memory_limit_bytes: Option<u64>,
     /// Where the worker's wall stamps (an error's `occurred_at`, the log's
     /// headers) and the deadlines the proxy sets itself come from: the start
     /// timeout, the cleanup timeout and stop grace of a stop, and
@@ -96,6 +101,7 @@ impl WorkerSpec {
             cleanup_timeout: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
             start_method: StartMethod::Spawn,
+            memory_limit_bytes: None,
             clock: SystemClock::shared(),
         }
     }
@@ -155,6 +161,7 @@ impl std::fmt::Debug for WorkerSpec {
             .field("cleanup_timeout", &self.cleanup_timeout)
             .field("stop_grace", &self.stop_grace)
             .field("start_method", &self.start_method)
+            .field("memory_limit_bytes", &self.memory_limit_bytes)
             .field("clock", &self.clock)
             .finish()
     }

@@ -381,6 +381,13 @@ impl Worker {
         }))
     }
 
+    /// What the worker's own cgroup counts (memory now, its peak, its limit,
+    /// OOM kills inside it), where the machine delegates a cgroup v2 memory
+    /// controller to cjm; `None` elsewhere.
+    pub fn cgroup_memory(&self) -> Option<crate::CgroupMemory> {
+        self.process().cgroup_memory()
+    }
+
     /// Process statistics from procfs: RSS and CPU of the worker and its children.
     pub fn stats(&self) -> Result<WorkerStats, WorkerError> {
         let p = self.process();

@@ -78,9 +78,19 @@ pub(super) fn memory() -> Check {
             let pressure = m.pressure.as_ref().map_or_else(String::new, |p| {
                 format!("; pressure {:.1} % (some, 10 s)", p.some_avg10)
             });
+            let workers = match cjm::proxy::memory_accounting() {
+                Ok(dir) => format!(
+                    "workers measured by their own cgroups under {} (memory.current, \
+                     memory.peak, memory.events; hard limits with memory.max)",
+                    dir.display()
+                ),
+                Err(why) => format!(
+                    "workers measured through procfs (RSS of each worker's process tree), \
+                     not cgroups: {why}"
+                ),
+            };
             let detail = format!(
-                "{} available of {}{limit}{pressure}; workers measured through procfs (RSS of \
-                 each worker's process tree)",
+                "{} available of {}{limit}{pressure}; {workers}",
                 show(m.free_bytes()),
                 show(m.capacity_bytes())
             );

@@ -32,6 +32,9 @@ impl Manager {
         let mut worker_spec = crate::launch::worker_spec(&manifest, &self.inner.cfg);
         worker_spec.start_method = self.inner.start_method;
         worker_spec.env.extend(spec.env.iter().cloned());
+        worker_spec.memory_limit_bytes = spec
+            .memory_limit_bytes
+            .or_else(|| declared_limit(&manifest));
         if id != spec.plugin {
             worker_spec.instance_id = Some(id.clone());
         }
@@ -472,4 +475,24 @@ fn random_u32() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_usize(SEQ.fetch_add(1, Ordering::Relaxed));
     h.finish() as u32
+}
+
+/// The manifest's `resources.max_system_ram_mb` (a cjm extension), in bytes; a
+/// value that is not a positive number is said and ignored.
+fn declared_limit(manifest: &cjm_manifest::Manifest) -> Option<u64> {
+    let value = manifest
+        .code
+        .resources
+        .as_ref()?
+        .extra
+        .get("max_system_ram_mb")?;
+    let mb = value.as_f64().filter(|mb| mb.is_finite() && *mb > 0.0);
+    if mb.is_none() {
+        tracing::warn!(
+            "plugin {}: resources.max_system_ram_mb is {value}, not a positive number of \
+             MB; its workers run without a hard memory limit (fix it in the manifest)",
+            manifest.code.name
+        );
+    }
+    mb.map(|mb| (mb * 1_048_576.0) as u64)
 }

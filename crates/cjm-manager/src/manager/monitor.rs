@@ -98,7 +98,7 @@ impl Monitor {
     fn sample(
         &self,
         seen: u64,
-        pids: impl FnOnce() -> Vec<u32>,
+        pids: impl FnOnce() -> Vec<(u32, Option<u64>)>,
         now: Duration,
         reading: Option<&Reading>,
     ) -> Arc<Snapshot> {
@@ -124,7 +124,7 @@ impl Monitor {
 fn take(
     gpus: &Gpus,
     seq: u64,
-    pids: impl FnOnce() -> Vec<u32>,
+    pids: impl FnOnce() -> Vec<(u32, Option<u64>)>,
     now: Duration,
     reading: Option<&Reading>,
 ) -> Snapshot {
@@ -165,14 +165,15 @@ fn take(
         .unwrap_or_default();
     let mut held = HashMap::with_capacity(pids.len());
     let mut usage = HashMap::with_capacity(pids.len());
-    for &pid in &pids {
+    for &(pid, cgroup_bytes) in &pids {
         let Some(u) = table.usage(pid) else { continue };
         let tree = table.tree(pid);
         let vram = gpu.held_by(&tree).iter().map(|(_, b)| b).sum();
         held.insert(
             pid,
             Footprint {
-                ram_bytes: u.rss_bytes,
+                // Its own cgroup counts exactly, where it has one.
+                ram_bytes: cgroup_bytes.unwrap_or(u.rss_bytes),
                 vram_bytes: vram,
             },
         );
@@ -223,14 +224,21 @@ pub(super) fn warn_once(message: &str) {
 }
 
 impl Manager {
-    /// The pids of every running worker.
-    fn worker_pids(&self) -> Vec<u32> {
+    /// The pids of every running worker, with what its own cgroup counts
+    /// where it has one with the memory controller.
+    fn worker_pids(&self) -> Vec<(u32, Option<u64>)> {
         self.inner
             .instances
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
-            .filter_map(|i| i.pid())
+            .filter_map(|i| {
+                let cgroup = i
+                    .worker()
+                    .and_then(|w| w.cgroup_memory())
+                    .map(|m| m.current_bytes);
+                Some((i.pid()?, cgroup))
+            })
             .collect()
     }
 

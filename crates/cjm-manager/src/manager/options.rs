@@ -121,6 +121,12 @@ pub struct LoadSpec {
     /// wins; override one with
     /// [`Manager::set_env_override`](super::Manager::set_env_override).
     pub env: Vec<(String, String)>,
+    /// A hard memory limit for this instance's worker and what it starts (its
+    /// cgroup's `memory.max`); `None`: the manifest's
+    /// `resources.max_system_ram_mb`, if any. Where the machine delegates no
+    /// cgroup v2 memory controller to cjm (`cjm-ctl doctor` says), it runs
+    /// without one, with a warning.
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl LoadSpec {
@@ -157,6 +163,14 @@ impl LoadSpec {
     #[must_use]
     pub fn lazy(mut self) -> Self {
         self.lazy = true;
+        self
+    }
+
+    /// With a hard memory limit of `bytes` for its worker (see
+    /// [`memory_limit_bytes`](Self::memory_limit_bytes)).
+    #[must_use]
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit_bytes = Some(bytes);
         self
     }
 

@@ -96,3 +96,43 @@ fn a_worker_the_kernel_kills_for_memory_is_restarted_and_its_call_tried_again() 
     assert_eq!(*attempt, 1);
     assert!(error.contains("SIGKILL"), "{error}");
 }
+
+/// A hard memory limit, from the load or from the manifest's
+/// `resources.max_system_ram_mb`, is the worker cgroup's `memory.max` where the
+/// machine delegates the memory controller; elsewhere the worker runs without
+/// it (and is measured through procfs).
+#[test]
+fn a_hard_memory_limit_reaches_the_workers_cgroup_where_the_controller_is_delegated() {
+    let p = Project::new("hard-limit");
+    p.manifest("limited", "demo", "CounterPlugin");
+    p.declare("limited", json!({"max_system_ram_mb": 300}));
+    let m = p.manager();
+    let declared = m.load(&LoadSpec::new("limited")).unwrap();
+    let given = m
+        .load(
+            &LoadSpec::new("counter")
+                .instance("given")
+                .memory_limit(200 << 20),
+        )
+        .unwrap();
+    for (id, limit) in [(&declared, 300u64 << 20), (&given, 200 << 20)] {
+        m.execute(id, vec![], vec![]).unwrap();
+        let worker = m.worker(id).unwrap();
+        assert_eq!(worker.spec().memory_limit_bytes, Some(limit), "{id}");
+        match cjm_proxy::memory_accounting() {
+            Ok(_) => {
+                let cg = worker.cgroup_memory().unwrap();
+                assert_eq!(cg.max_bytes, Some(limit), "{id}: {cg:?}");
+                let held = m
+                    .refresh_resources()
+                    .instances
+                    .into_iter()
+                    .find(|i| &i.id == id)
+                    .unwrap()
+                    .held;
+                assert!(held.ram_bytes > 0, "{id}: measured by its cgroup");
+            }
+            Err(why) => assert!(worker.cgroup_memory().is_none(), "{why}"),
+        }
+    }
+}

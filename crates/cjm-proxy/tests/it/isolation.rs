@@ -218,3 +218,33 @@ fn stopping_a_worker_takes_a_setsid_grandchild_where_workers_get_cgroups() {
         }
     }
 }
+
+/// A spec's memory limit becomes its worker cgroup's `memory.max`, and the
+/// cgroup counts the worker's memory, where the machine delegates the memory
+/// controller to cjm; elsewhere the worker runs without either and the reason
+/// is given.
+#[test]
+fn a_memory_limit_is_the_worker_cgroups_memory_max_where_the_controller_is_delegated() {
+    let mut spec = crate::support::spec("Echo");
+    spec.memory_limit_bytes = Some(256 << 20);
+    let w = cjm_proxy::Worker::spawn(spec).unwrap();
+    w.execute_blocking(vec![], vec![]).unwrap();
+    match cjm_proxy::memory_accounting() {
+        Ok(dir) => {
+            let m = w.cgroup_memory().unwrap_or_else(|| {
+                panic!("memory is accounted under {} but not read", dir.display())
+            });
+            assert_eq!(m.max_bytes, Some(256 << 20), "{m:?}");
+            assert!(
+                m.current_bytes > 1 << 20,
+                "an interpreter holds more: {m:?}"
+            );
+            assert_eq!(m.oom_kills, 0);
+        }
+        Err(why) => {
+            assert_eq!(w.cgroup_memory(), None, "{why}");
+            assert!(!why.is_empty());
+        }
+    }
+    w.stop_blocking();
+}
