@@ -153,6 +153,19 @@ pub enum ManagerError {
         #[source]
         last: Box<ManagerError>,
     },
+    /// A plugin's manifest declares an amount that is not a number of MB.
+    #[error(
+        "plugin {plugin} declares resources.{key} = {value} in its manifest, which is not {}",
+        if *key == "max_system_ram_mb" { "a number of MB above zero" } else { "a number of MB (0 or more)" }
+    )]
+    BadResources {
+        /// The plugin.
+        plugin: String,
+        /// The key (`min_system_ram_mb`, `min_gpu_vram_mb`, `max_system_ram_mb`).
+        key: &'static str,
+        /// What it holds.
+        value: serde_json::Value,
+    },
     /// The instance named as the system monitor does not answer the
     /// reference's system-monitor contract.
     #[error(
@@ -234,6 +247,9 @@ impl ManagerError {
             Self::Waited { .. } => Some(
                 "`cjm-ctl resources` shows what holds the memory: stop or unload instances that are not needed, or raise `ManagerOptions::admission_timeout`".into(),
             ),
+            Self::BadResources { plugin, key, .. } => Some(format!(
+                "fix resources.{key} in {plugin}'s manifest (`cjm-ctl info {plugin}` shows where it is), or remove it to have the scheduler measure the plugin"
+            )),
             Self::NotAMonitor { .. } => Some(
                 "register an instance of a system-monitor plugin (one that implements the reference's SystemMonitorPlugin), or fix what its get_system_status() returns".into(),
             ),

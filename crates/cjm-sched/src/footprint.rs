@@ -92,6 +92,23 @@ impl std::fmt::Display for Expected {
     }
 }
 
+/// The amounts of a `resources` block, in MB: each must be a finite number,
+/// not negative (`max_system_ram_mb`, a hard limit, above zero).
+pub const AMOUNT_KEYS: [&str; 3] = ["min_system_ram_mb", "min_gpu_vram_mb", "max_system_ram_mb"];
+
+/// The first amount in a `resources` block that is not a number of MB, as
+/// (key, value).
+pub fn bad_amount(resources: Option<&Map<String, Value>>) -> Option<(&'static str, Value)> {
+    let resources = resources?;
+    AMOUNT_KEYS.into_iter().find_map(|key| {
+        let value = resources.get(key)?;
+        let ok = value.as_f64().is_some_and(|mb| {
+            mb.is_finite() && (mb > 0.0 || (mb == 0.0 && key != "max_system_ram_mb"))
+        });
+        (!ok).then(|| (key, value.clone()))
+    })
+}
+
 /// The amounts a manifest's `resources` block declares, if any.
 pub fn declared(resources: Option<&Map<String, Value>>) -> Option<Footprint> {
     let resources = resources?;

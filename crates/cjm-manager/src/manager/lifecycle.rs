@@ -21,6 +21,14 @@ impl Manager {
     /// `lazy`. Loading an id that is loaded already returns it unchanged.
     pub fn load(&self, spec: &LoadSpec) -> Result<String, ManagerError> {
         let manifest = self.installed(&spec.plugin)?;
+        let block = manifest.code.resources.as_ref().map(|r| &r.extra);
+        if let Some((key, value)) = cjm_sched::footprint::bad_amount(block) {
+            return Err(ManagerError::BadResources {
+                plugin: spec.plugin.clone(),
+                key,
+                value,
+            });
+        }
         let id = self.instance_id(spec)?;
         if let Some(existing) = self.get(&id) {
             return Ok(existing.id.clone());
@@ -477,22 +485,15 @@ fn random_u32() -> u32 {
     h.finish() as u32
 }
 
-/// The manifest's `resources.max_system_ram_mb` (a cjm extension), in bytes; a
-/// value that is not a positive number is said and ignored.
+/// The manifest's `resources.max_system_ram_mb` (a cjm extension), in bytes
+/// (checked to be a positive number when the plugin was loaded).
 fn declared_limit(manifest: &cjm_manifest::Manifest) -> Option<u64> {
-    let value = manifest
+    let mb = manifest
         .code
         .resources
         .as_ref()?
         .extra
-        .get("max_system_ram_mb")?;
-    let mb = value.as_f64().filter(|mb| mb.is_finite() && *mb > 0.0);
-    if mb.is_none() {
-        tracing::warn!(
-            "plugin {}: resources.max_system_ram_mb is {value}, not a positive number of \
-             MB; its workers run without a hard memory limit (fix it in the manifest)",
-            manifest.code.name
-        );
-    }
-    mb.map(|mb| (mb * 1_048_576.0) as u64)
+        .get("max_system_ram_mb")?
+        .as_f64()?;
+    Some(cjm_sched::amount::from_mb(mb)).filter(|b| *b > 0)
 }

@@ -589,3 +589,55 @@ fn each_call_is_recorded_in_the_reference_store_and_becomes_the_expected_footpri
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A manifest whose `resources` amounts are not numbers of MB is refused at
+/// load, naming the key and the value; an absurdly large one loads and is
+/// refused at its first call with the numbers, as any call that cannot fit.
+#[test]
+fn declared_amounts_that_are_not_numbers_of_mb_are_refused_with_the_key_and_value() {
+    let (p, options) = on_fake_gpus("sched-hostile", &[8192], Duration::ZERO);
+    let cases = [
+        (
+            json!({"min_system_ram_mb": "lots"}),
+            "min_system_ram_mb",
+            "\"lots\"",
+        ),
+        (json!({"min_gpu_vram_mb": -5}), "min_gpu_vram_mb", "-5"),
+        (json!({"max_system_ram_mb": 0}), "max_system_ram_mb", "0"),
+        (
+            json!({"min_system_ram_mb": [1]}),
+            "min_system_ram_mb",
+            "[1]",
+        ),
+    ];
+    for (i, (block, ..)) in cases.iter().enumerate() {
+        let name = format!("hostile-{i}");
+        p.manifest(&name, "demo", "CounterPlugin");
+        p.declare(&name, block.clone());
+    }
+    p.manifest("huge", "demo", "CounterPlugin");
+    p.declare("huge", json!({"min_system_ram_mb": 1e300}));
+    let m = Manager::new(p.config(), options);
+    for (i, (_, key, shown)) in cases.into_iter().enumerate() {
+        let name = format!("hostile-{i}");
+        let err = m.load(&LoadSpec::new(name.as_str()).lazy()).unwrap_err();
+        assert!(matches!(err, ManagerError::BadResources { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "plugin {name} declares resources.{key} = {shown} in its manifest"
+            )),
+            "{text}"
+        );
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains(&format!("fix resources.{key}"))
+        );
+        assert!(m.instance_ids().is_empty(), "nothing was loaded");
+    }
+    let huge = m.load(&LoadSpec::new("huge").lazy()).unwrap();
+    let err = m.execute(&huge, vec![], vec![]).unwrap_err();
+    assert!(matches!(err, ManagerError::Never { .. }), "{err:?}");
+    assert!(err.to_string().contains("huge can never run here"), "{err}");
+}

@@ -163,3 +163,40 @@ fn without_a_driver_there_are_no_gpus_and_no_error() {
     assert_eq!(gpus.sample().unwrap().devices.len(), 0);
     assert!(gpus.describe().starts_with("none: "));
 }
+
+/// A fake GPU whose files are damaged: a `devices.json` that is not JSON is an
+/// error naming the file (the manager warns once and schedules as if there were
+/// no GPU); usage files that are not what a plugin writes, or name devices that
+/// do not exist, or negative amounts, count as nothing.
+#[test]
+fn damaged_fake_gpu_files_are_an_error_naming_the_file_or_count_as_nothing() {
+    let dir = cjm_testkit::Scratch::new("sched-fake-gpu-damaged");
+    let gpu = FakeGpu::create(
+        dir.path(),
+        &[FakeDevice::new("Fake GPU", 8192)],
+        Duration::ZERO,
+    )
+    .unwrap();
+    let me = std::process::id();
+    let usage = dir.path().join("usage");
+    fs_err::write(usage.join(format!("{me}.json")), "not json").unwrap();
+    fs_err::write(usage.join("not-a-pid.json"), r#"{"0": 1024}"#).unwrap();
+    let sample = gpu.sample().unwrap();
+    assert_eq!(sample.devices[0].free_bytes, 8192 * MB);
+    assert!(sample.processes.is_empty(), "{sample:?}");
+    fs_err::write(
+        usage.join(format!("{me}.json")),
+        r#"{"0": -4096, "7": 1024, "x": 1}"#,
+    )
+    .unwrap();
+    let sample = gpu.sample().unwrap();
+    assert_eq!(sample.devices[0].free_bytes, 8192 * MB, "{sample:?}");
+
+    fs_err::write(
+        dir.path().join("devices.json"),
+        "{\"devices\": [{\"name\": 3",
+    )
+    .unwrap();
+    let err = gpu.sample().unwrap_err().to_string();
+    assert!(err.contains("devices.json"), "{err}");
+}
