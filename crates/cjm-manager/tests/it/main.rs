@@ -9,6 +9,7 @@
 mod config;
 mod lifecycle;
 mod oom;
+mod real_gpu;
 mod scheduling;
 mod secrets;
 mod shutdown;

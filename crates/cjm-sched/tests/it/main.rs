@@ -10,4 +10,5 @@ mod eviction;
 mod fit;
 mod hammer;
 mod monitors;
+mod real_gpu;
 mod support;
