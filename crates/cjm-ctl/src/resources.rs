@@ -134,6 +134,11 @@ fn to_json(r: &Resources, plugins: &[(String, Option<cjm::manager::Expected>)]) 
             },
             "running": i.running,
         })).collect::<Vec<_>>(),
+        "forkservers": r.forkservers.iter().map(|f| json!({
+            "python": f.python,
+            "pid": f.pid,
+            "ram_bytes": f.ram_bytes,
+        })).collect::<Vec<_>>(),
         "waiting": r.waiting.iter().map(|w| json!({
             "instance_id": w.instance_id,
             "reason": w.reason,
@@ -196,6 +201,21 @@ fn print(
                 i.processes,
                 if i.processes == 1 { "" } else { "es" },
                 i.cpu_seconds
+            )?;
+        }
+    }
+    if !r.forkservers.is_empty() {
+        writeln!(
+            out,
+            "\nforkservers (one per environment; workers fork from them)"
+        )?;
+        for f in &r.forkservers {
+            writeln!(
+                out,
+                "  pid {:<8} holds {} RAM  {}",
+                f.pid,
+                show(f.ram_bytes),
+                f.python.display()
             )?;
         }
     }

@@ -31,8 +31,8 @@ pub use crate::{
     binding::PluginBinding,
     error::ManagerError,
     manager::{
-        DeviceResources, ExecuteStream, InstanceInfo, InstanceResources, LoadSpec, Manager,
-        ManagerOptions, Resources, WaitingCall,
+        DeviceResources, ExecuteStream, ForkserverResources, InstanceInfo, InstanceResources,
+        LoadSpec, Manager, ManagerOptions, Resources, WaitingCall,
     },
     state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy},
 };

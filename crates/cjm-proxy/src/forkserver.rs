@@ -108,6 +108,25 @@ fn servers() -> &'static Mutex<HashMap<Key, Arc<Mutex<ServerState>>>> {
     SERVERS.get_or_init(Mutex::default)
 }
 
+/// The forkservers running now: each one's interpreter and pid. A server that
+/// died since its last fork is listed until the next one finds out; one being
+/// started (its state locked) is not listed yet, so this never waits on a start.
+pub fn running() -> Vec<(PathBuf, u32)> {
+    let states: Vec<(PathBuf, Arc<Mutex<ServerState>>)> = lock(servers())
+        .iter()
+        .map(|(key, state)| (key.python.clone(), Arc::clone(state)))
+        .collect();
+    let mut running: Vec<(PathBuf, u32)> = states
+        .into_iter()
+        .filter_map(|(python, state)| match &*state.try_lock().ok()? {
+            ServerState::Running(server) => Some((python, server.pid)),
+            _ => None,
+        })
+        .collect();
+    running.sort();
+    running
+}
+
 /// Forks a worker for `plugin` from the server of its interpreter, starting the
 /// server first if needed. `None` means "exec it instead": no server could be had,
 /// or this request could not go through one (the reason is logged).

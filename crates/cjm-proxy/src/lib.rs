@@ -28,6 +28,7 @@ mod worker;
 pub use cgroup::{CgroupMemory, isolation as cgroup_isolation, memory_accounting};
 pub use error::{Death, WorkerError};
 pub use event::Event;
+pub use forkserver::running as forkservers;
 pub use logs::LOG_ROTATE_BYTES;
 pub use spec::{StartMethod, WorkerSpec};
 pub use stats::WorkerStats;

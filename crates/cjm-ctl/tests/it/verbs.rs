@@ -465,6 +465,16 @@ fn resources_shows_the_gpus_the_footprints_and_what_a_loaded_worker_holds() {
         "a running interpreter holds more than 1 MB: {doc}"
     );
     assert_eq!(doc["waiting"], Value::Array(vec![]), "{doc}");
+    // The worker was forked from its environment's forkserver, which is listed
+    // with what it holds.
+    let servers = doc["forkservers"].as_array().unwrap();
+    assert_eq!(servers.len(), 1, "{doc}");
+    let python = std::path::Path::new(servers[0]["python"].as_str().unwrap());
+    assert!(
+        python.is_file() && python.starts_with(s.0.as_path()),
+        "the plugin environment's interpreter: {doc}"
+    );
+    assert!(servers[0]["ram_bytes"].as_u64().unwrap() > 1 << 20, "{doc}");
 
     // A plugin that is not a system monitor is refused as one, with what to do.
     let out = s

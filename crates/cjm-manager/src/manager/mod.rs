@@ -52,7 +52,9 @@ use serde_json::Map;
 
 use self::hub::Hub;
 pub use self::options::{InstanceInfo, LoadSpec, ManagerOptions};
-pub use self::resources::{DeviceResources, InstanceResources, Resources, WaitingCall};
+pub use self::resources::{
+    DeviceResources, ForkserverResources, InstanceResources, Resources, WaitingCall,
+};
 pub use self::streams::ExecuteStream;
 use self::threads::Threads;
 use crate::error::ManagerError;

@@ -47,6 +47,9 @@ pub(crate) struct Snapshot {
     /// The reference's stats (`memory_available_mb`, `gpu_free_memory_mb`), for
     /// the `safety` and `queue` policies.
     pub(crate) stats: Map<String, Value>,
+    /// Each running forkserver (one per environment) and the RAM it holds:
+    /// memory its environment costs beside its workers.
+    pub(crate) forkservers: Vec<(std::path::PathBuf, u32, u64)>,
 }
 
 /// The samples and the source of GPU readings.
@@ -179,6 +182,10 @@ fn take(
         );
         usage.insert(pid, u);
     }
+    let forkservers = cjm_proxy::forkservers()
+        .into_iter()
+        .filter_map(|(python, pid)| Some((python, pid, table.usage(pid)?.rss_bytes)))
+        .collect();
     let mut stats = machine
         .as_ref()
         .map(|m| cjm_sched::policy::stats(m, &gpu))
@@ -209,6 +216,7 @@ fn take(
         held,
         usage,
         stats,
+        forkservers,
     }
 }
 

@@ -33,6 +33,20 @@ pub struct Resources {
     pub instances: Vec<InstanceResources>,
     /// Every call waiting to be admitted.
     pub waiting: Vec<WaitingCall>,
+    /// Each environment's forkserver (the warm interpreter workers are forked
+    /// from) and what it holds: memory the environment costs beside its workers.
+    pub forkservers: Vec<ForkserverResources>,
+}
+
+/// One environment's forkserver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkserverResources {
+    /// The environment's interpreter.
+    pub python: std::path::PathBuf,
+    /// The server's pid.
+    pub pid: u32,
+    /// Its RSS.
+    pub ram_bytes: u64,
 }
 
 /// One GPU.
@@ -148,6 +162,18 @@ impl Manager {
         ))
     }
 
+    /// Where GPU readings come from, in words, with the system monitor's part.
+    fn gpu_source(&self, snapshot: &super::monitor::Snapshot) -> String {
+        let own = self.inner.monitor.gpus().describe();
+        match (&snapshot.gpu_monitor, self.inner.sysmon.source()) {
+            (Some(from), _) => format!("the system monitor, {from} (cjm's own: {own})"),
+            (None, Some(from)) => {
+                format!("{own}; the system monitor, {from}, for the policies' stats")
+            }
+            (None, None) => own,
+        }
+    }
+
     fn resources_from(&self, snapshot: &super::monitor::Snapshot) -> Resources {
         let view = self.view(snapshot);
         let reservations = self
@@ -215,16 +241,7 @@ impl Manager {
         let now = self.inner.clock.now();
         Resources {
             policy: self.inner.scheduling.name(),
-            gpu_source: {
-                let own = self.inner.monitor.gpus().describe();
-                match (&snapshot.gpu_monitor, self.inner.sysmon.source()) {
-                    (Some(from), _) => format!("the system monitor, {from} (cjm's own: {own})"),
-                    (None, Some(from)) => {
-                        format!("{own}; the system monitor, {from}, for the policies' stats")
-                    }
-                    (None, None) => own,
-                }
-            },
+            gpu_source: self.gpu_source(snapshot),
             sampled_at: snapshot.taken_at,
             ram_free_bytes: snapshot.ram_free_bytes,
             ram_capacity_bytes: snapshot.ram_capacity_bytes,
@@ -234,6 +251,15 @@ impl Manager {
                 .sum(),
             devices,
             instances,
+            forkservers: snapshot
+                .forkservers
+                .iter()
+                .map(|(python, pid, ram)| ForkserverResources {
+                    python: python.clone(),
+                    pid: *pid,
+                    ram_bytes: *ram,
+                })
+                .collect(),
             waiting: lock(&self.inner.waits.now)
                 .iter()
                 .map(|(_, instance, reason, since)| WaitingCall {
