@@ -179,7 +179,7 @@ impl Manager {
                     }
                     Step::Fit(self.decide(inst, &self.fresh_snapshot(seen)))
                 }
-                Step::Blocked(blocked) => self.after_blocked(inst, blocked, started)?,
+                Step::Blocked(blocked) => self.after_blocked(inst, blocked, started, wait_id)?,
             };
         }
     }
@@ -192,6 +192,7 @@ impl Manager {
         inst: &Arc<Instance>,
         mut blocked: cjm_sched::policy::Blocked,
         started: Duration,
+        wait_id: &mut Option<u64>,
     ) -> Result<Step, ManagerError> {
         let clock = &self.inner.clock;
         if let Policy::Queue {
@@ -199,6 +200,16 @@ impl Manager {
             poll_interval,
         } = self.inner.scheduling
         {
+            // Said once, and listed in `resources()` while it waits.
+            let reason = format!("{} waits (queue policy): {blocked}", inst.plugin);
+            tracing::info!("{reason}");
+            self.inner
+                .waits
+                .set(wait_id, &inst.id, reason.clone(), started);
+            self.emit(&ManagerEvent::Waiting {
+                instance_id: inst.id.clone(),
+                reason,
+            });
             let waited = clock.now().saturating_sub(started);
             let left = timeout.saturating_sub(waited);
             let polled = cjm_sched::policy::poll_until_fits(&**clock, left, poll_interval, || {

@@ -641,3 +641,91 @@ fn declared_amounts_that_are_not_numbers_of_mb_are_refused_with_the_key_and_valu
     assert!(matches!(err, ManagerError::Never { .. }), "{err:?}");
     assert!(err.to_string().contains("huge can never run here"), "{err}");
 }
+
+/// The reference's `queue` policy on real workers: a call whose declared GPU
+/// memory is not free checks again every poll interval and runs once a call
+/// beside it frees the memory, evicting nothing (its worker initializes on the
+/// fake GPU, which would refuse it had it started early).
+#[test]
+fn the_queue_policy_checks_again_until_the_memory_is_free_and_then_runs() {
+    let (p, options) = on_fake_gpus("sched-queue", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 0);
+    gpu_plugin(&p, "gpu-b", 4096);
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            scheduling: Policy::Queue {
+                timeout: Duration::from_secs(30),
+                poll_interval: Duration::from_millis(20),
+            },
+            ..options
+        },
+    );
+    let a = load(&m, "gpu-a", 0);
+    let b = m
+        .load(
+            &LoadSpec::new("gpu-b")
+                .lazy()
+                .config(map(json!({"vram_mb": 4096}))),
+        )
+        .unwrap();
+    std::thread::scope(|scope| {
+        let mut kwargs = hold();
+        kwargs.push(("extra_vram_mb".into(), Value::from(6144i64)));
+        let busy = scope.spawn(|| m.execute(&a, vec![], kwargs));
+        eventually("gpu-a's call to hold 6 GB", || {
+            p.hooks().iter().any(|l| l.ends_with("holding"))
+        });
+        let mut events = m.subscribe();
+        let queued = scope.spawn(|| m.execute(&b, vec![], vec![]));
+        let seen = wait_for(&mut events, |e| matches!(e, ManagerEvent::Waiting { .. }));
+        let Some(ManagerEvent::Waiting { reason, .. }) = seen.last() else {
+            unreachable!()
+        };
+        assert!(
+            reason.starts_with("gpu-b waits (queue policy): gpu-b needs 4096MB VRAM and "),
+            "{reason}"
+        );
+        assert_eq!(m.resources().waiting.len(), 1);
+        fs_err::write(p.marker("release"), b"").unwrap();
+        busy.join().unwrap().unwrap();
+        let out = queued.join().unwrap().unwrap().to_json();
+        assert_eq!(out["held_mb"], json!(4096.0), "{out}");
+    });
+    assert!(
+        m.worker(&a).is_some(),
+        "the queue policy waited; nothing was evicted"
+    );
+    assert!(m.resources().waiting.is_empty());
+}
+
+/// Past its timeout, the `queue` policy evicts idle instances, least recently
+/// used first, before the block is final, as the reference's does.
+#[test]
+fn past_its_timeout_the_queue_policy_evicts_an_idle_instance_and_runs() {
+    let (p, options) = on_fake_gpus("sched-queue-evict", &[8192], Duration::ZERO);
+    gpu_plugin(&p, "gpu-a", 6144);
+    gpu_plugin(&p, "gpu-b", 4096);
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            scheduling: Policy::Queue {
+                timeout: Duration::from_millis(100),
+                poll_interval: Duration::from_millis(20),
+            },
+            ..options
+        },
+    );
+    let a = load(&m, "gpu-a", 6144);
+    m.execute(&a, vec![], vec![]).unwrap();
+    let b = m
+        .load(
+            &LoadSpec::new("gpu-b")
+                .lazy()
+                .config(map(json!({"vram_mb": 4096}))),
+        )
+        .unwrap();
+    let out = m.execute(&b, vec![], vec![]).unwrap().to_json();
+    assert_eq!(out["held_mb"], json!(4096.0), "{out}");
+    assert!(m.worker(&a).is_none(), "the idle gpu-a was evicted");
+}
