@@ -87,9 +87,13 @@ impl Manager {
                     .expect("the fit policy has a scheduler");
                 let snapshot = self.snapshot();
                 let request = self.request(inst, &snapshot);
+                // The reason there is no GPU only words a wait, which this
+                // view never decides.
                 let own = View {
                     loaded: loaded(inst, &snapshot).into_iter().collect(),
-                    ..self.bare_view(&snapshot)
+                    no_gpu_reason: None,
+                    devices: snapshot.devices.clone(),
+                    ..self.bare_view_without_devices(&snapshot)
                 };
                 match fit.admit_from_own_view(&request, &own) {
                     Some(permit) => ready(Some(permit)),
@@ -339,10 +343,19 @@ impl Manager {
     /// `snapshot`'s machine, with no instance listed.
     fn bare_view(&self, snapshot: &Snapshot) -> View {
         View {
-            ram_free_bytes: snapshot.ram_free_bytes,
-            ram_capacity_bytes: snapshot.ram_capacity_bytes,
             devices: snapshot.devices.clone(),
             no_gpu_reason: snapshot.no_gpu_reason.clone(),
+            ..self.bare_view_without_devices(snapshot)
+        }
+    }
+
+    /// `snapshot`'s memory, with no GPU and no instance listed.
+    fn bare_view_without_devices(&self, snapshot: &Snapshot) -> View {
+        View {
+            ram_free_bytes: snapshot.ram_free_bytes,
+            ram_capacity_bytes: snapshot.ram_capacity_bytes,
+            devices: Vec::new(),
+            no_gpu_reason: None,
             loaded: Vec::new(),
             max_workers: self.inner.max_workers,
             sampled_at: snapshot.taken_at,

@@ -79,6 +79,48 @@ enum Plan {
     Never(Never),
 }
 
+/// The hot path's check, without allocating: whether the call on a loaded
+/// instance fits even if every other reservation and released claim were
+/// entirely outstanding (none of it held yet) and its own instance had
+/// reserved nothing: [`Outcome::Admit`] on the device to use, or `None` to ask
+/// [`choose`]. Sound because it only ever counts more as taken than
+/// [`choose`] does, and needs more for the call.
+pub(super) fn fits_beside_all(ledger: &Ledger, request: &Request, view: &View) -> Option<Outcome> {
+    let me = request.instance.as_str();
+    if request.max_concurrent.is_some() {
+        return None;
+    }
+    let loaded = view.loaded(me)?;
+    let device = if request.wants_gpu() {
+        let d = loaded.device?;
+        Some(view.device(d)?)
+    } else {
+        None
+    };
+    let needs = request.needs();
+    // Everything the others reserved, as if none of it were held yet.
+    let mut taken = Footprint::default();
+    for c in ledger
+        .claims
+        .values()
+        .chain(ledger.settling.iter().map(|(c, _)| c))
+        .filter(|c| c.instance != me)
+    {
+        taken.ram_bytes = taken.ram_bytes.saturating_add(c.needs.ram_bytes);
+        if device.is_some_and(|d| c.device == Some(d.index)) {
+            taken.vram_bytes = taken.vram_bytes.saturating_add(c.needs.vram_bytes);
+        }
+    }
+    let more = Footprint {
+        ram_bytes: needs.ram_bytes.saturating_sub(loaded.held.ram_bytes),
+        vram_bytes: needs.vram_bytes.saturating_sub(loaded.held.vram_bytes),
+    };
+    let ram_fits = view.ram_free_bytes >= taken.ram_bytes.saturating_add(more.ram_bytes);
+    let gpu_fits =
+        device.is_none_or(|d| d.free_bytes >= taken.vram_bytes.saturating_add(more.vram_bytes));
+    (ram_fits && gpu_fits).then(|| Outcome::Admit(device.map(|d| d.index)))
+}
+
 #[expect(
     clippy::too_many_lines,
     reason = "the checks run in the order a person would ask them, as one sequence"

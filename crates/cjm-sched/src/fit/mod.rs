@@ -264,6 +264,11 @@ impl Scheduler {
         ledger
             .settling
             .retain(|(_, released_at)| *released_at > sampled_at);
+        if let Some(choose::Outcome::Admit(device)) =
+            choose::fits_beside_all(&ledger, request, view)
+        {
+            return Some(self.claim(&mut ledger, request, device));
+        }
         let choose::Outcome::Admit(device) = choose::choose(&ledger, request, view) else {
             return None;
         };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cjm_sched::Decision;
-use cjm_sched::fit::{Activity, WaitFor};
+use cjm_sched::fit::{Activity, View, WaitFor};
 
 use crate::support::{idle, loaded, request, scheduler, victims, view, wait_words};
 
@@ -253,4 +253,50 @@ fn a_call_is_admitted_from_its_own_view_only_when_that_alone_shows_it_fits() {
         "an eviction is pending: only the whole view settles it"
     );
     s.evicted("x", true);
+}
+
+/// From its own view, a call is never admitted into memory another call has
+/// reserved (the others count as holding none of it), and another device's
+/// reservation does not count against its own.
+#[test]
+fn from_its_own_view_a_call_never_takes_what_another_call_reserved() {
+    let (s, _) = scheduler();
+    let whole = view(
+        8000,
+        &[(8192, 8192), (8192, 8192)],
+        vec![
+            idle("x", 1, (0, 0), Some(0)),
+            idle("y", 2, (100, 100), Some(0)),
+            idle("w", 3, (100, 100), Some(1)),
+        ],
+    );
+    let own = |id: &str| View {
+        loaded: whole
+            .loaded
+            .iter()
+            .filter(|l| l.instance == id)
+            .cloned()
+            .collect(),
+        ..whole.clone()
+    };
+    // x reserves 6000 MB of RAM and 6000 MB on GPU 0, none of it held yet.
+    let Decision::Admit(x) = s.decide(&request("x", (6000, 6000)), &whole) else {
+        panic!("x fits the whole machine")
+    };
+    assert_eq!(x.device(), Some(0));
+    assert!(
+        s.admit_from_own_view(&request("y", (3100, 0)), &own("y"))
+            .is_none(),
+        "3000 MB more for y does not fit beside x's 6000 of 8000"
+    );
+    assert!(
+        s.admit_from_own_view(&request("y", (100, 3000)), &own("y"))
+            .is_none(),
+        "2900 MB more on GPU 0 does not fit beside x's 6000 of 8192"
+    );
+    let w = s
+        .admit_from_own_view(&request("w", (1000, 3000)), &own("w"))
+        .expect("GPU 1 is free of x's reservation, and 900 MB of RAM fits");
+    assert_eq!(w.device(), Some(1));
+    drop((x, w));
 }
