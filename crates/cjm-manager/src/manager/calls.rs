@@ -237,7 +237,7 @@ impl Drop for Slot<'_> {
 /// on the way out a deferred hook fired if this was the last call.
 pub(super) struct Running<'a> {
     manager: &'a Manager,
-    inst: &'a Instance,
+    inst: &'a Arc<Instance>,
     /// Released after the call is counted out.
     _permit: Option<Permit>,
     /// When it started, if its sample is recorded.
@@ -249,7 +249,7 @@ impl<'a> Running<'a> {
     /// Counts a call in; with `record`, its sample is recorded when it ends.
     pub(super) fn enter(
         manager: &'a Manager,
-        inst: &'a Instance,
+        inst: &'a Arc<Instance>,
         permit: Option<Permit>,
         record: bool,
     ) -> Self {
@@ -287,7 +287,7 @@ pub(super) fn call_started(manager: &Manager, inst: &Instance, record: bool) -> 
 /// after the last one, its sample recorded if it `started` recording.
 pub(super) fn call_ended(
     manager: &Manager,
-    inst: &Instance,
+    inst: &Arc<Instance>,
     started: Option<Instant>,
     success: bool,
 ) {
@@ -301,8 +301,7 @@ pub(super) fn call_ended(
     }
     if let Some(started) = started {
         manager.inner.recorder.send(Ended {
-            instance: inst.id.clone(),
-            plugin: inst.plugin.clone(),
+            inst: Arc::clone(inst),
             config_hash: Arc::clone(&lock(&inst.config_hash)),
             pid: inst.pid(),
             duration: started.elapsed(),

@@ -27,8 +27,8 @@ const QUEUE: usize = 4096;
 /// One ended call.
 #[derive(Debug)]
 pub(super) struct Ended {
-    pub(super) instance: String,
-    pub(super) plugin: String,
+    /// Its instance (its ids are read off the call path).
+    pub(super) inst: Arc<crate::instance::Instance>,
     pub(super) config_hash: Arc<str>,
     pub(super) pid: Option<u32>,
     pub(super) duration: Duration,
@@ -134,8 +134,8 @@ impl Manager {
                 api_usage: None,
             };
             groups
-                .entry((e.instance, e.config_hash))
-                .or_insert_with(|| (e.plugin, Vec::new()))
+                .entry((e.inst.id.clone(), e.config_hash))
+                .or_insert_with(|| (e.inst.plugin.clone(), Vec::new()))
                 .1
                 .push(sample);
         }
