@@ -7,7 +7,10 @@
 //! it: a full queue drops the sample and counts it). A recorder thread takes
 //! them in batches of up to 100 ms: one peak reading per worker per batch (the resident
 //! high-water mark since the last batch, then reset), the GPU memory the latest
-//! sample shows the worker holding, and one store transaction per instance.
+//! sample shows the worker holding, the CPU percent of the worker's tree since
+//! the previous batch's sample (as the reference's worker reports `cpu_percent`
+//! at the end of a call: over the time since it was last asked), and one store
+//! transaction per instance.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -99,19 +102,43 @@ const BATCH: Duration = Duration::from_millis(100);
 /// of a batch it waits out the batch's time on the shutdown signal, not on the
 /// queue, so the calls meanwhile never wake it.
 fn record(inner: &Weak<Inner>, shutdown: &Shutdown, rx: &Receiver<Ended>) {
+    let mut cpu = CpuReadings::default();
     while let Ok(first) = rx.recv() {
         shutdown.wait(BATCH);
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(QUEUE));
         let Some(inner) = inner.upgrade() else { return };
-        Manager { inner }.write(batch);
+        Manager { inner }.write(batch, &mut cpu);
+    }
+}
+
+/// Each worker's tree CPU time at the sample the last batch read, and when
+/// that sample was taken (the manager's clock).
+#[derive(Default)]
+struct CpuReadings(HashMap<u32, (f64, Duration)>);
+
+impl CpuReadings {
+    /// The CPU percent of `pid`'s tree between the sample the previous batch
+    /// read and `snapshot` (0 on its first batch, or when no time passed).
+    fn percent(&mut self, pid: u32, snapshot: &super::monitor::Snapshot) -> f64 {
+        let Some(now) = snapshot.usage.get(&pid).map(|u| u.cpu_seconds) else {
+            return 0.0;
+        };
+        let at = snapshot.taken_at;
+        match self.0.insert(pid, (now, at)) {
+            Some((before, then)) if at > then => {
+                100.0 * (now - before).max(0.0) / at.saturating_sub(then).as_secs_f64()
+            }
+            _ => 0.0,
+        }
     }
 }
 
 impl Manager {
-    fn write(&self, batch: Vec<Ended>) {
+    fn write(&self, batch: Vec<Ended>, cpu: &mut CpuReadings) {
         let snapshot = self.inner.monitor.latest();
         let mut peaks: HashMap<u32, u64> = HashMap::new();
+        let mut percents: HashMap<u32, f64> = HashMap::new();
         let mut groups: HashMap<(String, Arc<str>), (String, Vec<ResourceSample>)> = HashMap::new();
         for e in batch {
             let ram = e.pid.map_or(0, |pid| {
@@ -123,9 +150,14 @@ impl Manager {
                 .pid
                 .and_then(|pid| snapshot.held.get(&pid))
                 .map_or(0, |f| f.vram_bytes);
+            let cpu_percent = e.pid.map_or(0.0, |pid| {
+                *percents
+                    .entry(pid)
+                    .or_insert_with(|| cpu.percent(pid, &snapshot))
+            });
             let mb = |bytes: u64| bytes as f64 / cjm_sched::amount::MB as f64;
             let sample = ResourceSample {
-                cpu_percent: 0.0,
+                cpu_percent,
                 memory_mb_peak: mb(ram),
                 gpu_memory_mb_peak: mb(vram),
                 duration_seconds: e.duration.as_secs_f64(),
@@ -139,6 +171,8 @@ impl Manager {
                 .1
                 .push(sample);
         }
+        // Workers gone since (a pid may come back as another process).
+        cpu.0.retain(|pid, _| snapshot.usage.contains_key(pid));
         for ((instance, hash), (plugin, samples)) in groups {
             let record = self
                 .inner

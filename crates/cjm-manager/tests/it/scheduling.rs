@@ -729,3 +729,59 @@ fn past_its_timeout_the_queue_policy_evicts_an_idle_instance_and_runs() {
     assert_eq!(out["held_mb"], json!(4096.0), "{out}");
     assert!(m.worker(&a).is_none(), "the idle gpu-a was evicted");
 }
+
+/// A recorded call's CPU percent is its worker's since the previous batch, as
+/// the reference's worker reports it: a call that keeps a core busy for 0.3 s
+/// raises the record's mean above zero.
+#[test]
+fn a_busy_call_is_recorded_with_the_cpu_percent_of_its_worker() {
+    let (p, options) = on_fake_gpus("sched-cpu", &[8192], Duration::ZERO);
+    let m = Manager::new(p.config(), options);
+    let id = m.load(&LoadSpec::new("counter")).unwrap();
+    let spin = || {
+        m.execute(
+            &id,
+            vec![],
+            vec![
+                ("action".into(), Value::from("spin")),
+                ("seconds".into(), Value::from(0.3)),
+            ],
+        )
+        .unwrap();
+    };
+    let recorded = |n: i64| {
+        let e = m
+            .resources()
+            .instances
+            .into_iter()
+            .find(|i| i.id == id)
+            .unwrap()
+            .expected;
+        matches!(e.basis, cjm_sched::Basis::Measured { samples, .. } if samples == n)
+    };
+    spin();
+    eventually("the first call recorded", || recorded(1));
+    spin();
+    eventually("the second call recorded", || recorded(2));
+    let script = format!(
+        "import sqlite3\n\
+         c = sqlite3.connect({db:?})\n\
+         print(c.execute(\"SELECT cpu_percent_mean FROM empirical_resources WHERE instance_id = 'counter'\").fetchone()[0])",
+        db = p
+            .dir
+            .join("data/empirical_resources.db")
+            .display()
+            .to_string(),
+    );
+    let out = std::process::Command::new(crate::support::python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let mean: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    // The first batch has no earlier reading (0 %); the second saw 0.3 s of CPU
+    // within well under 3 s.
+    assert!(mean > 5.0 && mean <= 100.0, "cpu_percent_mean {mean}");
+}
