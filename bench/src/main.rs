@@ -21,6 +21,7 @@ mod install;
 mod latency;
 mod lifecycle;
 mod manager;
+mod queue;
 mod report;
 mod sched;
 
@@ -135,6 +136,7 @@ fn main() -> Result<()> {
     );
 
     sched::figures(&mut r, &ctx.root, &ctx.python);
+    queue::figures(&mut r, &ctx.root, &ctx.python);
     let mut out = r.to_json();
     out.insert("machine".into(), machine());
     out.insert(

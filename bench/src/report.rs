@@ -59,6 +59,10 @@ pub(crate) const TARGETS: &[Target] = &[
     at_most("monitor_sample_ms", 5.0, "ms"),
     at_most("evict_reload_ms", 2.0, "ms"),
     at_least("parallel_fit_efficiency", 0.9, "ratio"),
+    at_least("queue_jobs_per_s", 10_000.0, "jobs/s"),
+    at_least("queue_vs_direct_ratio", 0.5, "ratio"),
+    at_least("queue_parallel_efficiency", 0.9, "ratio"),
+    at_most("recovery_s", 0.5, "s"),
 ];
 
 fn target(key: &str) -> &'static Target {

@@ -1,0 +1,216 @@
+//! The durable queue's throughput and effect: trivial jobs submitted at once
+//! and run to the end on one worker, the same calls made straight through the
+//! manager, four plugins' sleeping jobs side by side, and a restart with
+//! 100,000 jobs queued.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cjm_manager::{LoadSpec, Manager, ManagerOptions};
+use cjm_proto::Value;
+use cjm_queue::{JobQueue, QueueOptions};
+
+use crate::manager::write_manifest;
+use crate::report::{Reading, Report};
+
+const JOBS: usize = 20_000;
+const QUEUED: usize = 100_000;
+const SLEEP_MS: i64 = 300;
+
+/// Every queue figure, each measured on its own.
+pub(crate) fn figures(r: &mut Report, root: &Path, python: &Path) {
+    r.measure(
+        "queue: trivial jobs submitted at once, run on one worker, until all completed; vs the same calls through the manager",
+        &["queue_jobs_per_s", "queue_vs_direct_ratio"],
+        |r| throughput(r, root, python),
+    );
+    r.measure(
+        "queue: 4 plugins x 3 sleeping jobs, all submitted at once",
+        &["queue_parallel_efficiency"],
+        |r| parallel(r, root, python),
+    );
+    r.measure(
+        "queue: reopen after the host stops with 100,000 jobs queued, until the first runs",
+        &["recovery_s"],
+        |r| recovery(r, root, python),
+    );
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// A fresh work folder with the benchmark plugins' manifests, and a manager.
+fn setup(root: &Path, python: &Path, name: &str) -> Result<(std::path::PathBuf, Manager)> {
+    let work = root.join("target/cjm").join(name);
+    let _ = fs_err::remove_dir_all(&work);
+    fs_err::create_dir_all(work.join("manifests"))?;
+    write_manifest(&work, root, python, "trivial", "bench_plugins", "Trivial")?;
+    for p in ["sleeper-a", "sleeper-b", "sleeper-c", "sleeper-d"] {
+        write_manifest(&work, root, python, p, "bench_plugins", "Sleeper")?;
+    }
+    let load = cjm_core::LoadOptions {
+        data_dir: Some(work.clone()),
+        ..Default::default()
+    };
+    let mut cfg = cjm_core::load_config(&load, &|_| None, &work)?;
+    cfg.substrate.drift_detection = false;
+    let m = Manager::new(
+        cfg,
+        ManagerOptions {
+            search_paths: Some(vec![work.join("manifests")]),
+            reap_interval: None,
+            ..ManagerOptions::default()
+        },
+    );
+    Ok((work, m))
+}
+
+/// Submits `n` jobs on each of `instances` at once (each its own task, so the
+/// store commits them in groups) and waits until all have completed.
+async fn submit_and_drain(q: &JobQueue, instances: &[&str], n: usize, arg: i64) -> Result<()> {
+    let mut events = q.all_events();
+    let mut submits = tokio::task::JoinSet::new();
+    for instance in instances {
+        for _ in 0..n {
+            let q = q.clone();
+            let instance = (*instance).to_owned();
+            submits
+                .spawn(async move { q.submit(&instance, vec![Value::Int(arg)], vec![], 0).await });
+        }
+    }
+    while let Some(s) = submits.join_next().await {
+        s??;
+    }
+    let mut ended = 0;
+    while ended < n * instances.len() {
+        let e = tokio::time::timeout(Duration::from_mins(1), events.next())
+            .await
+            .context("no job ended for 60 s")?
+            .context("the queue's events ended")?;
+        match e.payload.get("to").and_then(|t| t.as_str()) {
+            Some("completed") => ended += 1,
+            Some("failed" | "cancelled") => bail!("job {} did not complete: {e:?}", e.job_id),
+            _ => {}
+        }
+    }
+    if events.dropped() > 0 {
+        bail!("the bench's subscriber lost {} events", events.dropped());
+    }
+    Ok(())
+}
+
+fn throughput(r: &mut Report, root: &Path, python: &Path) -> Result<()> {
+    let rt = runtime()?;
+    let (work, m) = setup(root, python, "bench-queue")?;
+    m.load(&LoadSpec::new("trivial"))?;
+    let options = QueueOptions {
+        event_buffer: JOBS * 3,
+        ..QueueOptions::new(work.join("queue.db"))
+    };
+    let (queued, direct) = rt.block_on(async {
+        let q = JobQueue::open(m.clone(), options).await?;
+        q.start();
+        // Warm: the worker, the statements, the file.
+        submit_and_drain(&q, &["trivial"], 500, 1).await?;
+        let t = Instant::now();
+        submit_and_drain(&q, &["trivial"], JOBS, 1).await?;
+        let queued = t.elapsed();
+        let t = Instant::now();
+        for _ in 0..JOBS {
+            m.execute_async("trivial", vec![Value::Int(1)], vec![])
+                .await?;
+        }
+        anyhow::Ok((queued, t.elapsed()))
+    })?;
+    let per_s = JOBS as f64 / queued.as_secs_f64();
+    r.figure(
+        "queue_direct_calls_per_s",
+        JOBS as f64 / direct.as_secs_f64(),
+    );
+    crate::report::say(&format!(
+        "  {JOBS} jobs: through the queue {:.0} ms ({per_s:.0}/s), as manager calls {:.0} ms",
+        queued.as_secs_f64() * 1e3,
+        direct.as_secs_f64() * 1e3
+    ));
+    r.judge("queue_jobs_per_s", Reading::plain(per_s));
+    r.judge(
+        "queue_vs_direct_ratio",
+        Reading::plain(direct.as_secs_f64() / queued.as_secs_f64()),
+    );
+    drop(rt);
+    drop(m);
+    let _ = fs_err::remove_dir_all(&work);
+    Ok(())
+}
+
+fn parallel(r: &mut Report, root: &Path, python: &Path) -> Result<()> {
+    let rt = runtime()?;
+    let (work, m) = setup(root, python, "bench-queue-parallel")?;
+    let plugins = ["sleeper-a", "sleeper-b", "sleeper-c", "sleeper-d"];
+    for p in plugins {
+        m.load(&LoadSpec::new(p))?;
+    }
+    let wall = rt.block_on(async {
+        let q = JobQueue::open(m.clone(), QueueOptions::new(work.join("queue.db"))).await?;
+        q.start();
+        let t = Instant::now();
+        submit_and_drain(&q, &plugins, 3, SLEEP_MS).await?;
+        anyhow::Ok(t.elapsed())
+    })?;
+    let ideal = Duration::from_millis(3 * SLEEP_MS as u64).as_secs_f64();
+    r.judge(
+        "queue_parallel_efficiency",
+        Reading::plain(ideal / wall.as_secs_f64()),
+    );
+    drop(rt);
+    drop(m);
+    let _ = fs_err::remove_dir_all(&work);
+    Ok(())
+}
+
+fn recovery(r: &mut Report, root: &Path, python: &Path) -> Result<()> {
+    let rt = runtime()?;
+    let (work, manager) = setup(root, python, "bench-queue-recovery")?;
+    manager.load(&LoadSpec::new("trivial"))?;
+    let path = work.join("queue.db");
+    let took = rt.block_on(async {
+        {
+            let q = JobQueue::open(manager.clone(), QueueOptions::new(&path)).await?;
+            let mut submits = tokio::task::JoinSet::new();
+            for i in 0..QUEUED {
+                let q = q.clone();
+                submits.spawn(async move {
+                    q.submit("trivial", vec![Value::Int(i as i64)], vec![], 0)
+                        .await
+                });
+            }
+            while let Some(s) = submits.join_next().await {
+                s??;
+            }
+        }
+        let t = Instant::now();
+        let q = JobQueue::open(manager.clone(), QueueOptions::new(&path)).await?;
+        let mut events = q.all_events();
+        q.start();
+        loop {
+            let event = tokio::time::timeout(Duration::from_mins(1), events.next())
+                .await
+                .context("no job started within 60 s of the reopen")?
+                .context("the queue's events ended")?;
+            if event.payload.get("to").and_then(|t| t.as_str()) == Some("running") {
+                break;
+            }
+        }
+        anyhow::Ok(t.elapsed())
+    })?;
+    r.judge("recovery_s", Reading::plain(took.as_secs_f64()));
+    drop(rt);
+    drop(manager);
+    let _ = fs_err::remove_dir_all(&work);
+    Ok(())
+}

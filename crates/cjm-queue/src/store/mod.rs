@@ -1,0 +1,156 @@
+//! The seam between the runner and where jobs are kept: [`Store`], whose
+//! every write is durable when its future resolves. [`SqliteStore`] is the one
+//! store today (one host per file); a `PostgreSQL` store for several hosts
+//! sharing a queue implements the same trait.
+
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use cjm_core::JobError;
+
+pub use self::sqlite::SqliteStore;
+use crate::error::QueueError;
+use crate::model::{Job, JobStatus, QueueStats};
+
+/// What a store's methods return.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueueError>> + Send + 'a>>;
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id.
+    pub id: String,
+    /// Its instance.
+    pub instance: String,
+    /// Its encoded positional arguments.
+    pub args: Vec<u8>,
+    /// Its encoded keyword arguments.
+    pub kwargs: Vec<u8>,
+    /// Its priority.
+    pub priority: i64,
+    /// Its place in the dispatch order: earlier runs first.
+    pub rank: i64,
+    /// When it was submitted (ms since the epoch).
+    pub submitted_ms: i64,
+    /// Its idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Whether it may run again after a host death.
+    pub idempotent: bool,
+    /// Its timeout, in ms.
+    pub timeout_ms: Option<i64>,
+    /// Its sequence and place there.
+    pub sequence: Option<(String, i64)>,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    /// The job's number in the store (dispatch order among equal ranks).
+    pub seq: i64,
+    /// The job's id: the new one, or the first job's with the same key.
+    pub id: String,
+    /// The key named a job submitted before.
+    pub existed: bool,
+}
+
+/// A pending job as the dispatcher indexes it: no arguments, a few words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRow {
+    /// Its number.
+    pub seq: i64,
+    /// Its place in the dispatch order.
+    pub rank: i64,
+    /// Its instance.
+    pub instance: String,
+}
+
+/// A job the runner took to run, with what it runs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Its id.
+    pub id: String,
+    /// Its instance.
+    pub instance: String,
+    /// Its encoded positional arguments.
+    pub args: Vec<u8>,
+    /// Its encoded keyword arguments.
+    pub kwargs: Vec<u8>,
+    /// Its timeout, in ms.
+    pub timeout_ms: Option<i64>,
+    /// Its sequence and place there.
+    pub sequence: Option<(String, i64)>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// Its number.
+    pub seq: i64,
+    /// Completed, failed or cancelled.
+    pub status: JobStatus,
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+    /// Its encoded result, when completed.
+    pub result: Option<Vec<u8>>,
+    /// Why it failed or was cancelled.
+    pub error: Option<JobError>,
+}
+
+/// A job that was running when its host died.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovered {
+    /// Its number.
+    pub seq: i64,
+    /// Its id.
+    pub id: String,
+    /// Its instance.
+    pub instance: String,
+    /// Re-queued (idempotent) or failed.
+    pub status: JobStatus,
+}
+
+/// Which jobs a listing returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Pending, in dispatch order.
+    Pending,
+    /// Running.
+    Running,
+    /// Ended, most recent first, at most this many.
+    History(Option<usize>),
+}
+
+/// Where jobs are kept. Writes are durable once their future resolves; a store
+/// should queue a write when the method is called, not when its future is
+/// first polled, so that the runner's writes issued together commit together.
+pub trait Store: Send + Sync + 'static {
+    /// Inserts `job`, or finds the job its idempotency key names.
+    fn insert(&self, job: NewJob) -> StoreFuture<'_, Inserted>;
+    /// Marks pending job `seq` running from `at_ms`; `None` if it is not
+    /// pending any more (cancelled meanwhile).
+    fn claim(&self, seq: i64, at_ms: i64) -> StoreFuture<'_, Option<Claimed>>;
+    /// Records how a running job ended.
+    fn finish(&self, finish: Finish) -> StoreFuture<'_, ()>;
+    /// Cancels pending job `seq`; `false` if it was not pending.
+    fn cancel_pending(&self, seq: i64, at_ms: i64, error: JobError) -> StoreFuture<'_, bool>;
+    /// Records that a cancel of running job `seq` was asked for at `at_ms`.
+    fn cancel_requested(&self, seq: i64, at_ms: i64) -> StoreFuture<'_, ()>;
+    /// Gives pending job `seq` a new priority and rank; `false` if not pending.
+    fn reprioritize(&self, seq: i64, priority: i64, rank: i64) -> StoreFuture<'_, bool>;
+    /// Settles the jobs a dead host left running: the idempotent re-queued,
+    /// the others failed with `error`.
+    fn recover(&self, at_ms: i64, error: JobError) -> StoreFuture<'_, Vec<Recovered>>;
+    /// Pending jobs numbered above `after`, for the dispatch index.
+    fn pending_after(&self, after: i64) -> StoreFuture<'_, Vec<PendingRow>>;
+    /// The job with this id, and its number.
+    fn job(&self, id: &str) -> StoreFuture<'_, Option<(i64, Job)>>;
+    /// Jobs by status.
+    fn list(&self, listing: Listing) -> StoreFuture<'_, Vec<Job>>;
+    /// Counts by status.
+    fn stats(&self) -> StoreFuture<'_, QueueStats>;
+    /// Deletes ended jobs beyond the newest `keep`, and those ended before
+    /// `before_ms`; returns how many went.
+    fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'_, u64>;
+}

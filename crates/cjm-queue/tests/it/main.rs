@@ -1,0 +1,10 @@
+//! The queue on real workers (the manager's fixture plugins) and real `SQLite`.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test that cannot go on fails with the error it got"
+)]
+
+mod durability;
+mod runs;
+mod support;
