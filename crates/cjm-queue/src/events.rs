@@ -85,6 +85,11 @@ impl Bus {
         EventStream { rx, dropped }
     }
 
+    /// Whether anyone listens (so that an event need not even be built).
+    pub(crate) fn is_idle(&self) -> bool {
+        crate::lock(&self.subs).is_empty()
+    }
+
     pub(crate) fn all(&self) -> EventStream {
         self.subscribe(Filter::All)
     }

@@ -14,6 +14,7 @@
 //! | `model.rs` | the reference's statuses, event types, cancel phases, `Job`, `JobEvent`, `QueueStats`; [`Submit`] |
 //! | `queue.rs` | [`JobQueue`]: the API, the dispatch index, the runner |
 //! | `events.rs` | the event fan-out with bounded buffers and drop counters |
+//! | `startlog.rs` | the start log: which jobs had started, for the next host |
 //! | `store/` | the [`Store`] seam and [`SqliteStore`] (WAL, group commit, host lock) |
 //! | `blob.rs` | arguments and results as stored bytes |
 //! | `error.rs` | [`QueueError`] |
@@ -23,6 +24,7 @@ mod error;
 mod events;
 mod model;
 mod queue;
+mod startlog;
 pub mod store;
 
 pub use crate::error::QueueError;

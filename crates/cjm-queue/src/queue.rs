@@ -1,12 +1,14 @@
 //! [`JobQueue`]: submits go to the store first, then to the dispatch index;
 //! the runner takes the best pending job of every instance that has room
-//! (priority with aging, then submission order), marks it running in the
-//! store, runs it through the manager (admission, workers, retries for
-//! memory) and records how it ended, then tells the subscribers and waiters.
+//! (priority with aging, then submission order), logs its start, runs it
+//! through the manager (admission, workers, retries for memory) and records
+//! how it ended, then tells the subscribers and waiters.
 //!
 //! The dispatch index holds three numbers per pending job, never its
 //! arguments, so a million pending jobs cost tens of MB; a job's arguments are
-//! read back when it starts.
+//! read back when it starts, [`LOOKAHEAD`] of an instance's next jobs at a
+//! time. A start is made durable by the start log (one `write(2)`), not by a
+//! commit, and the store learns of it in the next batch.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -23,8 +25,12 @@ use tokio::sync::{Notify, oneshot};
 use crate::error::QueueError;
 use crate::events::{Bus, EventStream};
 use crate::model::{Job, JobEvent, JobEventType, JobStatus, QueueStats, Submit, to_ms};
-use crate::store::{Finish, Listing, NewJob, SqliteStore, Store};
+use crate::startlog::StartLog;
+use crate::store::{Claimed, Finish, Listing, NewJob, SqliteStore, Store};
 use crate::{blob, lock};
+
+/// How many of an instance's next pending jobs are read at once when one starts.
+const LOOKAHEAD: usize = 32;
 
 /// How a queue runs.
 #[derive(Debug, Clone)]
@@ -83,6 +89,7 @@ impl std::fmt::Debug for JobQueue {
 struct Inner {
     manager: Manager,
     store: Box<dyn Store>,
+    starts: StartLog,
     options: QueueOptions,
     index: Mutex<Index>,
     bus: Bus,
@@ -104,6 +111,8 @@ struct Index {
     busy: HashMap<Arc<str>, usize>,
     /// Running jobs by seq: their id and instance.
     running: HashMap<i64, (String, Arc<str>)>,
+    /// What pending jobs read ahead run, by seq.
+    ahead: HashMap<i64, Claimed>,
 }
 
 impl Index {
@@ -122,6 +131,8 @@ impl Index {
         self.where_pending.insert(seq, (key, rank));
     }
 
+    /// Takes pending job `seq` out (to start it, or cancelled); what was read
+    /// ahead for it stays for [`ahead_or_next`](Self::ahead_or_next).
     fn remove(&mut self, seq: i64) -> bool {
         let Some((instance, rank)) = self.where_pending.remove(&seq) else {
             return false;
@@ -148,6 +159,9 @@ impl Index {
         let _ = rank;
         self.remove(seq);
         *self.busy.entry(Arc::clone(&instance)).or_default() += 1;
+        // Taken: a cancel from now on is a running job's.
+        self.running
+            .insert(seq, (String::new(), Arc::clone(&instance)));
         Some((seq, instance))
     }
 
@@ -163,6 +177,24 @@ impl Index {
 
     fn running_count(&self) -> usize {
         self.busy.values().sum()
+    }
+
+    /// What job `seq` (just taken) runs, if it was read ahead; else the jobs to
+    /// read: it and the next ones of its instance not read yet.
+    fn ahead_or_next(&mut self, seq: i64, instance: &str) -> Result<Claimed, Vec<i64>> {
+        if let Some(c) = self.ahead.remove(&seq) {
+            return Ok(c);
+        }
+        let mut seqs = vec![seq];
+        if let Some(set) = self.pending.get(instance) {
+            seqs.extend(
+                set.iter()
+                    .map(|&(_, s)| s)
+                    .filter(|s| !self.ahead.contains_key(s))
+                    .take(LOOKAHEAD - 1),
+            );
+        }
+        Err(seqs)
     }
 }
 
@@ -182,10 +214,12 @@ impl JobQueue {
         store: Box<dyn Store>,
         options: QueueOptions,
     ) -> Result<Self, QueueError> {
+        let (starts, started) = StartLog::open(&options.path)?;
         let queue = Self {
             inner: Arc::new(Inner {
                 manager,
                 store,
+                starts,
                 bus: Bus::new(options.event_buffer),
                 options,
                 index: Mutex::new(Index::default()),
@@ -194,7 +228,8 @@ impl JobQueue {
                 running: AtomicBool::new(false),
             }),
         };
-        queue.recover().await?;
+        queue.recover(started).await?;
+        queue.inner.starts.clear()?;
         let pending = queue.inner.store.pending_after(0).await?;
         {
             let mut index = lock(&queue.inner.index);
@@ -205,7 +240,7 @@ impl JobQueue {
         Ok(queue)
     }
 
-    async fn recover(&self) -> Result<(), QueueError> {
+    async fn recover(&self, started: Vec<i64>) -> Result<(), QueueError> {
         let now = SystemTime::now();
         let error = JobError::new(
             ErrorCategory::Transient,
@@ -216,7 +251,7 @@ impl JobQueue {
             "HostDied()",
         )
         .with_occurred_at(now);
-        let recovered = self.inner.store.recover(to_ms(now), error).await?;
+        let recovered = self.inner.store.recover(to_ms(now), started, error).await?;
         for r in recovered {
             let to = r.status;
             tracing::warn!(
@@ -343,6 +378,21 @@ impl JobQueue {
         let now = SystemTime::now();
         match job.status {
             JobStatus::Pending => {
+                // Taken out of the index first, so the runner cannot start
+                // it meanwhile; one the runner has taken is a running job.
+                let taken = {
+                    let mut index = lock(&self.inner.index);
+                    let taken = index.running.contains_key(&seq);
+                    if !taken {
+                        index.remove(seq);
+                        index.ahead.remove(&seq);
+                    }
+                    taken
+                };
+                if taken {
+                    self.inner.store.cancel_requested(seq, to_ms(now)).await?;
+                    return Ok(false);
+                }
                 let error = JobError::new(
                     ErrorCategory::Fatal,
                     "cancelled before it ran",
@@ -358,7 +408,6 @@ impl JobQueue {
                 {
                     return Ok(false);
                 }
-                lock(&self.inner.index).remove(seq);
                 self.publish_transition(
                     id,
                     &job.plugin_instance_id,
@@ -496,6 +545,9 @@ impl JobQueue {
         from: JobStatus,
         to: JobStatus,
     ) {
+        if self.inner.bus.is_idle() {
+            return;
+        }
         let mut payload = serde_json::Map::new();
         payload.insert("from".into(), json!(from.as_str()));
         payload.insert("to".into(), json!(to.as_str()));
@@ -547,40 +599,101 @@ impl JobQueue {
         }
     }
 
-    /// Runs job `seq` on `instance`: marks it running, executes it, records
-    /// how it ended.
-    async fn run(&self, seq: i64, instance: Arc<str>) {
+    /// Runs job `seq` on `instance`, then the best pending job with room
+    /// after it, until there is none: a freed slot is filled here, without a
+    /// round trip through the dispatcher.
+    async fn run(&self, mut seq: i64, mut instance: Arc<str>) {
+        loop {
+            self.run_one(seq, &instance).await;
+            let next = {
+                let mut index = lock(&self.inner.index);
+                if !self.inner.running.load(Ordering::Acquire)
+                    || index.running_count() >= self.inner.options.max_running
+                {
+                    None
+                } else {
+                    index.take(self.inner.options.per_instance)
+                }
+            };
+            match next {
+                Some((s, i)) => (seq, instance) = (s, i),
+                None => return,
+            }
+        }
+    }
+
+    /// Runs job `seq` on `instance`: reads what it runs (unless read ahead),
+    /// logs its start, executes it, records how it ended.
+    async fn run_one(&self, seq: i64, instance: &Arc<str>) {
         let inner = &self.inner;
-        let claimed = match inner.store.claim(seq, to_ms(SystemTime::now())).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                // Cancelled before it could start.
-                lock(&inner.index).done(seq, &instance);
-                inner.wake.notify_one();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!("cannot start a job on instance {instance}: {e}; it stays pending");
-                let mut index = lock(&inner.index);
-                index.done(seq, &instance);
-                index.add(seq, i64::MIN, &instance);
-                drop(index);
-                inner.wake.notify_one();
-                return;
-            }
+        let next = lock(&inner.index).ahead_or_next(seq, instance);
+        let claimed = match next {
+            Ok(c) => Some(c),
+            Err(seqs) => match inner.store.fetch(seqs).await {
+                Ok(rows) => {
+                    let mut index = lock(&inner.index);
+                    let mut mine = None;
+                    for (s, c) in rows {
+                        if s == seq {
+                            mine = Some(c);
+                        } else if index.where_pending.contains_key(&s) {
+                            index.ahead.insert(s, c);
+                        }
+                    }
+                    mine
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read a job of instance {instance}: {e}");
+                    None
+                }
+            },
         };
+        let Some(claimed) = claimed else {
+            // Gone meanwhile (cancelled from elsewhere), or unreadable.
+            lock(&inner.index).done(seq, instance);
+            return;
+        };
+        let started = SystemTime::now();
+        if let Err(e) = inner.starts.started(seq) {
+            // Without the log its start could not be told after a crash.
+            tracing::warn!("job {} cannot start: {e}", claimed.id);
+            let error = JobError::new(
+                ErrorCategory::Transient,
+                format!("the job could not be started: {e}"),
+                true,
+                "StartLogError()",
+            )
+            .with_occurred_at(started);
+            self.end(seq, instance, claimed, to_ms(started), Err(error));
+            return;
+        }
+        drop(inner.store.started(seq, to_ms(started)));
         lock(&inner.index)
             .running
-            .insert(seq, (claimed.id.clone(), Arc::clone(&instance)));
+            .insert(seq, (claimed.id.clone(), Arc::clone(instance)));
         let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
         self.publish_transition(
             &claimed.id,
-            &instance,
+            instance,
             sequence,
             JobStatus::Pending,
             JobStatus::Running,
         );
         let outcome = self.execute(&claimed).await;
+        self.end(seq, instance, claimed, to_ms(started), outcome);
+    }
+
+    /// Records how job `seq` ended and frees its instance; a task of its own
+    /// tells the subscribers and waiters once the end is committed.
+    fn end(
+        &self,
+        seq: i64,
+        instance: &Arc<str>,
+        claimed: Claimed,
+        started_ms: i64,
+        outcome: Result<Value, JobError>,
+    ) {
+        let inner = &self.inner;
         let now = SystemTime::now();
         let (status, result, error) = match outcome {
             Ok(value) => match blob::encode(&value) {
@@ -605,27 +718,34 @@ impl JobQueue {
             seq,
             status,
             at_ms: to_ms(now),
+            started_ms,
             result,
             error,
         };
         // The instance is free as soon as its call returned: the next job's
-        // start can be committed with this one's end.
+        // start is logged meanwhile, and the store commits this end with others.
         let recorded = inner.store.finish(finish);
-        lock(&inner.index).done(seq, &instance);
-        inner.wake.notify_one();
-        if let Err(e) = recorded.await {
-            tracing::warn!(
-                "job {} on instance {instance} ended ({status}) but that could not be \
-                 recorded: {e}; it will be settled as interrupted when the queue is next opened",
-                claimed.id
-            );
-        }
-        self.publish_transition(&claimed.id, &instance, sequence, JobStatus::Running, status);
-        self.release_waiters(&claimed.id);
+        lock(&inner.index).done(seq, instance);
+        let me = self.clone();
+        let instance = Arc::clone(instance);
+        tokio::spawn(async move {
+            match recorded.await {
+                Ok(()) => me.inner.starts.settled(seq),
+                Err(e) => tracing::warn!(
+                    "job {} on instance {instance} ended ({status}) but that could not be \
+                     recorded: {e}; it will be settled as interrupted when the queue is next \
+                     opened",
+                    claimed.id
+                ),
+            }
+            let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
+            me.publish_transition(&claimed.id, &instance, sequence, JobStatus::Running, status);
+            me.release_waiters(&claimed.id);
+        });
     }
 
     /// Calls `execute` for a claimed job; its failure as a [`JobError`].
-    async fn execute(&self, claimed: &crate::store::Claimed) -> Result<Value, JobError> {
+    async fn execute(&self, claimed: &Claimed) -> Result<Value, JobError> {
         let now = SystemTime::now;
         let damaged = |what: &str, e: String| {
             JobError::new(

@@ -4,6 +4,7 @@
 //! sharing a queue implements the same trait.
 
 mod sqlite;
+mod writer;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,7 +67,7 @@ pub struct PendingRow {
     pub instance: String,
 }
 
-/// A job the runner took to run, with what it runs.
+/// A pending job the runner is about to run, with what it runs.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     /// Its id.
@@ -92,6 +93,9 @@ pub struct Finish {
     pub status: JobStatus,
     /// When (ms since the epoch).
     pub at_ms: i64,
+    /// When it started, for a store that did not record the start (a start
+    /// and an end in one batch need only the end).
+    pub started_ms: i64,
     /// Its encoded result, when completed.
     pub result: Option<Vec<u8>>,
     /// Why it failed or was cancelled.
@@ -122,26 +126,35 @@ pub enum Listing {
     History(Option<usize>),
 }
 
-/// Where jobs are kept. Writes are durable once their future resolves; a store
-/// should queue a write when the method is called, not when its future is
-/// first polled, so that the runner's writes issued together commit together.
+/// Where jobs are kept. Writes are durable once their future resolves. A write
+/// is queued when its method is called, not when its future is first polled
+/// (so that writes issued together commit together), and its future does not
+/// borrow the store (the runner awaits a job's end in a task of its own).
 pub trait Store: Send + Sync + 'static {
     /// Inserts `job`, or finds the job its idempotency key names.
-    fn insert(&self, job: NewJob) -> StoreFuture<'_, Inserted>;
-    /// Marks pending job `seq` running from `at_ms`; `None` if it is not
-    /// pending any more (cancelled meanwhile).
-    fn claim(&self, seq: i64, at_ms: i64) -> StoreFuture<'_, Option<Claimed>>;
+    fn insert(&self, job: NewJob) -> StoreFuture<'static, Inserted>;
+    /// Reads what pending jobs `seqs` run (those still pending).
+    fn fetch(&self, seqs: Vec<i64>) -> StoreFuture<'_, Vec<(i64, Claimed)>>;
+    /// Records that pending job `seq` started at `at_ms` (the runner's start
+    /// log already says so durably; this is for readers of the store).
+    fn started(&self, seq: i64, at_ms: i64) -> StoreFuture<'static, ()>;
     /// Records how a running job ended.
-    fn finish(&self, finish: Finish) -> StoreFuture<'_, ()>;
+    fn finish(&self, finish: Finish) -> StoreFuture<'static, ()>;
     /// Cancels pending job `seq`; `false` if it was not pending.
-    fn cancel_pending(&self, seq: i64, at_ms: i64, error: JobError) -> StoreFuture<'_, bool>;
+    fn cancel_pending(&self, seq: i64, at_ms: i64, error: JobError) -> StoreFuture<'static, bool>;
     /// Records that a cancel of running job `seq` was asked for at `at_ms`.
-    fn cancel_requested(&self, seq: i64, at_ms: i64) -> StoreFuture<'_, ()>;
+    fn cancel_requested(&self, seq: i64, at_ms: i64) -> StoreFuture<'static, ()>;
     /// Gives pending job `seq` a new priority and rank; `false` if not pending.
-    fn reprioritize(&self, seq: i64, priority: i64, rank: i64) -> StoreFuture<'_, bool>;
-    /// Settles the jobs a dead host left running: the idempotent re-queued,
-    /// the others failed with `error`.
-    fn recover(&self, at_ms: i64, error: JobError) -> StoreFuture<'_, Vec<Recovered>>;
+    fn reprioritize(&self, seq: i64, priority: i64, rank: i64) -> StoreFuture<'static, bool>;
+    /// Settles the jobs a dead host left running (those the store has
+    /// running, and the unended ones its start log names in `started`): the
+    /// idempotent re-queued, the others failed with `error`.
+    fn recover(
+        &self,
+        at_ms: i64,
+        started: Vec<i64>,
+        error: JobError,
+    ) -> StoreFuture<'static, Vec<Recovered>>;
     /// Pending jobs numbered above `after`, for the dispatch index.
     fn pending_after(&self, after: i64) -> StoreFuture<'_, Vec<PendingRow>>;
     /// The job with this id, and its number.
@@ -152,5 +165,5 @@ pub trait Store: Send + Sync + 'static {
     fn stats(&self) -> StoreFuture<'_, QueueStats>;
     /// Deletes ended jobs beyond the newest `keep`, and those ended before
     /// `before_ms`; returns how many went.
-    fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'_, u64>;
+    fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'static, u64>;
 }

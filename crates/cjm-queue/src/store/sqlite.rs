@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::writer::{Op, write_loop};
 use super::{
     Claimed, Finish, Inserted, Listing, NewJob, PendingRow, Recovered, Store, StoreFuture,
 };
@@ -28,9 +29,6 @@ use crate::model::{CancelPhase, Job, JobStatus, QueueStats, from_ms};
 
 /// How long a statement waits for a lock another connection holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The most writes one transaction takes.
-const BATCH: usize = 512;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -49,7 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     status_message TEXT NOT NULL DEFAULT '',
     result BLOB,
     error TEXT,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     idempotent INTEGER NOT NULL DEFAULT 0,
     timeout_ms INTEGER,
     retry_count INTEGER NOT NULL DEFAULT 0,
@@ -59,6 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     sequence_id TEXT,
     sequence_index INTEGER
 );
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (rank, seq) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (seq) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (completed_ms)
@@ -75,34 +75,12 @@ macro_rules! job_columns {
     };
 }
 
-/// One write and where its answer goes.
-enum Op {
-    Insert(NewJob, oneshot::Sender<Result<Inserted, sqlx::Error>>),
-    Claim(
-        i64,
-        i64,
-        oneshot::Sender<Result<Option<Claimed>, sqlx::Error>>,
-    ),
-    Finish(Finish, oneshot::Sender<Result<(), sqlx::Error>>),
-    CancelPending(i64, i64, String, oneshot::Sender<Result<bool, sqlx::Error>>),
-    CancelRequested(i64, i64, oneshot::Sender<Result<(), sqlx::Error>>),
-    Reprioritize(i64, i64, i64, oneshot::Sender<Result<bool, sqlx::Error>>),
-    Recover(
-        i64,
-        String,
-        oneshot::Sender<Result<Vec<Recovered>, sqlx::Error>>,
-    ),
-    Prune(
-        usize,
-        Option<i64>,
-        oneshot::Sender<Result<u64, sqlx::Error>>,
-    ),
-}
-
 /// The queue's `SQLite` file, its writer and its readers.
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
+    /// The same, for errors of writes answered after the call returned.
+    shared_path: std::sync::Arc<Path>,
     writes: mpsc::UnboundedSender<Op>,
     reads: SqlitePool,
     /// Held while this store is open: the host lock.
@@ -147,6 +125,7 @@ impl SqliteStore {
         let (ops, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(writer, rx));
         Ok(Self {
+            shared_path: path.as_path().into(),
             path,
             writes: ops,
             reads,
@@ -165,16 +144,21 @@ impl SqliteStore {
         &self,
         action: &'static str,
         op: impl FnOnce(oneshot::Sender<Result<T, sqlx::Error>>) -> Op,
-    ) -> impl Future<Output = Result<T, QueueError>> + Send + '_ {
+    ) -> impl Future<Output = Result<T, QueueError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
         let sent = self.writes.send(op(tx)).is_ok();
+        let path = std::sync::Arc::clone(&self.shared_path);
         async move {
             if !sent {
                 return Err(QueueError::Stopped);
             }
             rx.await
                 .map_err(|_| QueueError::Stopped)?
-                .map_err(|source| self.sql(action, source))
+                .map_err(|source| QueueError::Sql {
+                    path: path.to_path_buf(),
+                    action,
+                    source,
+                })
         }
     }
 
@@ -233,261 +217,7 @@ fn host_lock(path: &Path) -> Result<std::fs::File, QueueError> {
     Ok(file)
 }
 
-/// The writer: takes what has queued up, runs it in one transaction, answers.
-async fn write_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Op>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let outcome = run_batch(&mut conn, &mut batch).await;
-        if let Err(e) = outcome {
-            tracing::warn!("a job queue transaction failed and was rolled back: {e}");
-            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-            for op in batch.drain(..) {
-                fail(op, &e);
-            }
-        }
-    }
-    let _ = conn.close().await;
-}
-
-/// Runs `batch` in one transaction, answering each op once it commits. A lone
-/// op runs as its own statement (`SQLite` commits it alone), sparing two round
-/// trips to the connection's thread; the ops that run several statements
-/// (an insert that finds its key taken, a recovery, a prune) stay atomic
-/// because each takes the write lock with its first statement and the writer
-/// is the only writer.
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) -> Result<(), sqlx::Error> {
-    if batch.len() == 1 && matches!(batch[0], Op::Claim(..) | Op::Finish(..)) {
-        let op = batch.pop().expect("one op");
-        let answer = apply(conn, op).await?;
-        answer();
-        return Ok(());
-    }
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let mut answers: Vec<Box<dyn FnOnce() + Send>> = Vec::with_capacity(batch.len());
-    for op in batch.drain(..) {
-        answers.push(apply(conn, op).await?);
-    }
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
-    for answer in answers {
-        answer();
-    }
-    Ok(())
-}
-
-/// Fails `op` with `e` (its transaction was rolled back).
-fn fail(op: Op, e: &sqlx::Error) {
-    let err = || sqlx::Error::Protocol(format!("the transaction was rolled back: {e}"));
-    match op {
-        Op::Insert(_, tx) => drop(tx.send(Err(err()))),
-        Op::Claim(_, _, tx) => drop(tx.send(Err(err()))),
-        Op::Finish(_, tx) | Op::CancelRequested(_, _, tx) => drop(tx.send(Err(err()))),
-        Op::CancelPending(_, _, _, tx) | Op::Reprioritize(_, _, _, tx) => {
-            drop(tx.send(Err(err())));
-        }
-        Op::Recover(_, _, tx) => drop(tx.send(Err(err()))),
-        Op::Prune(_, _, tx) => drop(tx.send(Err(err()))),
-    }
-}
-
-/// Applies one op inside the open transaction; returns how to answer it once
-/// committed. An error fails the whole batch.
-async fn apply(
-    conn: &mut SqliteConnection,
-    op: Op,
-) -> Result<Box<dyn FnOnce() + Send>, sqlx::Error> {
-    fn answer<T: Send + 'static>(
-        tx: oneshot::Sender<Result<T, sqlx::Error>>,
-        v: T,
-    ) -> Box<dyn FnOnce() + Send> {
-        Box::new(move || drop(tx.send(Ok(v))))
-    }
-    Ok(match op {
-        Op::Insert(job, tx) => answer(tx, insert(conn, job).await?),
-        Op::Claim(seq, at, tx) => answer(tx, claim(conn, seq, at).await?),
-        Op::Finish(f, tx) => {
-            let error = f.error.as_ref().map(job_error_json);
-            sqlx::query(
-                "UPDATE jobs SET status = ?, completed_ms = ?, result = ?, error = ?, \
-                 progress = CASE WHEN ? = 'completed' THEN 1.0 ELSE progress END, \
-                 cancel_phase = CASE WHEN ? = 'cancelled' THEN 'completed' ELSE cancel_phase END \
-                 WHERE seq = ?",
-            )
-            .bind(f.status.as_str())
-            .bind(f.at_ms)
-            .bind(f.result)
-            .bind(error)
-            .bind(f.status.as_str())
-            .bind(f.status.as_str())
-            .bind(f.seq)
-            .execute(&mut *conn)
-            .await?;
-            answer(tx, ())
-        }
-        Op::CancelPending(seq, at, error, tx) => {
-            let done = sqlx::query(
-                "UPDATE jobs SET status = 'cancelled', completed_ms = ?, cancel_requested_ms = ?, \
-                 cancel_phase = 'completed', error = ? WHERE seq = ? AND status = 'pending'",
-            )
-            .bind(at)
-            .bind(at)
-            .bind(error)
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
-            answer(tx, done.rows_affected() == 1)
-        }
-        Op::CancelRequested(seq, at, tx) => {
-            sqlx::query(
-                "UPDATE jobs SET cancel_requested_ms = COALESCE(cancel_requested_ms, ?), \
-                 cancel_phase = 'cooperative' WHERE seq = ? AND status = 'running'",
-            )
-            .bind(at)
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
-            answer(tx, ())
-        }
-        Op::Reprioritize(seq, priority, rank, tx) => {
-            let done = sqlx::query(
-                "UPDATE jobs SET priority = ?, rank = ? WHERE seq = ? AND status = 'pending'",
-            )
-            .bind(priority)
-            .bind(rank)
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
-            answer(tx, done.rows_affected() == 1)
-        }
-        Op::Recover(at, error, tx) => answer(tx, recover(conn, at, &error).await?),
-        Op::Prune(keep, before, tx) => {
-            let by_count = sqlx::query(
-                "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND seq NOT IN \
-                 (SELECT seq FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
-                  ORDER BY completed_ms DESC, seq DESC LIMIT ?)",
-            )
-            .bind(i64::try_from(keep).unwrap_or(i64::MAX))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            let by_age = match before {
-                Some(ms) => sqlx::query(
-                    "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
-                     AND completed_ms < ?",
-                )
-                .bind(ms)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-                None => 0,
-            };
-            answer(tx, by_count + by_age)
-        }
-    })
-}
-
-async fn insert(conn: &mut SqliteConnection, job: NewJob) -> Result<Inserted, sqlx::Error> {
-    let (sequence_id, sequence_index) = job.sequence.clone().unzip();
-    let row = sqlx::query(
-        "INSERT INTO jobs (id, instance, args, kwargs, status, priority, rank, submitted_ms, \
-         idempotency_key, idempotent, timeout_ms, sequence_id, sequence_index) \
-         VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq",
-    )
-    .bind(&job.id)
-    .bind(&job.instance)
-    .bind(&job.args)
-    .bind(&job.kwargs)
-    .bind(job.priority)
-    .bind(job.rank)
-    .bind(job.submitted_ms)
-    .bind(&job.idempotency_key)
-    .bind(job.idempotent)
-    .bind(job.timeout_ms)
-    .bind(sequence_id)
-    .bind(sequence_index)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = row {
-        return Ok(Inserted {
-            seq: row.try_get(0)?,
-            id: job.id,
-            existed: false,
-        });
-    }
-    let first = sqlx::query("SELECT seq, id FROM jobs WHERE idempotency_key = ?")
-        .bind(&job.idempotency_key)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(Inserted {
-        seq: first.try_get(0)?,
-        id: first.try_get(1)?,
-        existed: true,
-    })
-}
-
-async fn claim(
-    conn: &mut SqliteConnection,
-    seq: i64,
-    at: i64,
-) -> Result<Option<Claimed>, sqlx::Error> {
-    let row = sqlx::query(
-        "UPDATE jobs SET status = 'running', started_ms = ?, block_reason = NULL \
-         WHERE seq = ? AND status = 'pending' \
-         RETURNING id, instance, args, kwargs, timeout_ms, sequence_id, sequence_index",
-    )
-    .bind(at)
-    .bind(seq)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let sequence_id: Option<String> = row.try_get(5)?;
-    let sequence_index: Option<i64> = row.try_get(6)?;
-    Ok(Some(Claimed {
-        id: row.try_get(0)?,
-        instance: row.try_get(1)?,
-        args: row.try_get(2)?,
-        kwargs: row.try_get(3)?,
-        timeout_ms: row.try_get(4)?,
-        sequence: sequence_id.zip(sequence_index),
-    }))
-}
-
-async fn recover(
-    conn: &mut SqliteConnection,
-    at: i64,
-    error: &str,
-) -> Result<Vec<Recovered>, sqlx::Error> {
-    let requeued = sqlx::query(
-        "UPDATE jobs SET status = 'pending', started_ms = NULL, retry_count = retry_count + 1, \
-         status_message = 're-queued: its host died while it ran' \
-         WHERE status = 'running' AND idempotent = 1 RETURNING seq, id, instance",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let failed = sqlx::query(
-        "UPDATE jobs SET status = 'failed', completed_ms = ?, error = ?, \
-         status_message = 'failed: its host died while it ran' \
-         WHERE status = 'running' RETURNING seq, id, instance",
-    )
-    .bind(at)
-    .bind(error)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = Vec::with_capacity(requeued.len() + failed.len());
-    for (rows, status) in [(requeued, JobStatus::Pending), (failed, JobStatus::Failed)] {
-        for row in rows {
-            out.push(Recovered {
-                seq: row.try_get(0)?,
-                id: row.try_get(1)?,
-                instance: row.try_get(2)?,
-                status,
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn job_error_json(e: &JobError) -> String {
+pub(super) fn job_error_json(e: &JobError) -> String {
     serde_json::to_string(e).unwrap_or_else(|_| "{}".to_owned())
 }
 
@@ -559,42 +289,85 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn insert(&self, job: NewJob) -> StoreFuture<'_, Inserted> {
+    fn insert(&self, job: NewJob) -> StoreFuture<'static, Inserted> {
         Box::pin(self.write("store a job", |tx| Op::Insert(job, tx)))
     }
 
-    fn claim(&self, seq: i64, at_ms: i64) -> StoreFuture<'_, Option<Claimed>> {
-        Box::pin(self.write("start a job", move |tx| Op::Claim(seq, at_ms, tx)))
+    fn started(&self, seq: i64, at_ms: i64) -> StoreFuture<'static, ()> {
+        Box::pin(self.write("record a job's start", move |tx| {
+            Op::Started(seq, at_ms, tx)
+        }))
     }
 
-    fn finish(&self, finish: Finish) -> StoreFuture<'_, ()> {
+    fn fetch(&self, seqs: Vec<i64>) -> StoreFuture<'_, Vec<(i64, Claimed)>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT seq, id, instance, args, kwargs, timeout_ms, sequence_id, sequence_index \
+                 FROM jobs WHERE status = 'pending' AND seq IN ({})",
+                vec!["?"; seqs.len()].join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for seq in &seqs {
+                q = q.bind(*seq);
+            }
+            let rows = q
+                .fetch_all(&self.reads)
+                .await
+                .map_err(|e| self.sql("read jobs to run", e))?;
+            rows.iter()
+                .map(|row| {
+                    let sequence_id: Option<String> = row.try_get(6)?;
+                    let sequence_index: Option<i64> = row.try_get(7)?;
+                    Ok((
+                        row.try_get(0)?,
+                        Claimed {
+                            id: row.try_get(1)?,
+                            instance: row.try_get(2)?,
+                            args: row.try_get(3)?,
+                            kwargs: row.try_get(4)?,
+                            timeout_ms: row.try_get(5)?,
+                            sequence: sequence_id.zip(sequence_index),
+                        },
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(|e| self.sql("read jobs to run", e))
+        })
+    }
+
+    fn finish(&self, finish: Finish) -> StoreFuture<'static, ()> {
         Box::pin(self.write("record how a job ended", |tx| Op::Finish(finish, tx)))
     }
 
-    fn cancel_pending(&self, seq: i64, at_ms: i64, error: JobError) -> StoreFuture<'_, bool> {
+    fn cancel_pending(&self, seq: i64, at_ms: i64, error: JobError) -> StoreFuture<'static, bool> {
         let error = job_error_json(&error);
         Box::pin(self.write("cancel a job", move |tx| {
             Op::CancelPending(seq, at_ms, error, tx)
         }))
     }
 
-    fn cancel_requested(&self, seq: i64, at_ms: i64) -> StoreFuture<'_, ()> {
+    fn cancel_requested(&self, seq: i64, at_ms: i64) -> StoreFuture<'static, ()> {
         Box::pin(self.write("record a cancel", move |tx| {
             Op::CancelRequested(seq, at_ms, tx)
         }))
     }
 
-    fn reprioritize(&self, seq: i64, priority: i64, rank: i64) -> StoreFuture<'_, bool> {
+    fn reprioritize(&self, seq: i64, priority: i64, rank: i64) -> StoreFuture<'static, bool> {
         Box::pin(self.write("change a job's priority", move |tx| {
             Op::Reprioritize(seq, priority, rank, tx)
         }))
     }
 
-    fn recover(&self, at_ms: i64, error: JobError) -> StoreFuture<'_, Vec<Recovered>> {
+    fn recover(
+        &self,
+        at_ms: i64,
+        started: Vec<i64>,
+        error: JobError,
+    ) -> StoreFuture<'static, Vec<Recovered>> {
         let error = job_error_json(&error);
         Box::pin(
             self.write("recover the jobs a dead host left running", move |tx| {
-                Op::Recover(at_ms, error, tx)
+                Op::Recover(at_ms, started, error, tx)
             }),
         )
     }
@@ -692,7 +465,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'_, u64> {
+    fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'static, u64> {
         Box::pin(self.write("prune the history", move |tx| {
             Op::Prune(keep, before_ms, tx)
         }))
