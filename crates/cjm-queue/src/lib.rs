@@ -12,7 +12,7 @@
 //! | file | what it holds |
 //! | --- | --- |
 //! | `model.rs` | the reference's statuses, event types, cancel phases, `Job`, `JobEvent`, `QueueStats`; [`Submit`] |
-//! | `queue.rs` | [`JobQueue`]: the API, the dispatch index, the runner |
+//! | `queue/` | [`JobQueue`]: the API (`mod.rs`), the dispatch index, the runner |
 //! | `events.rs` | the event fan-out with bounded buffers and drop counters |
 //! | `startlog.rs` | the start log: which jobs had started, for the next host |
 //! | `store/` | the [`Store`] seam and [`SqliteStore`] (WAL, group commit, host lock) |

@@ -4,13 +4,16 @@
 //! through the manager (admission, workers, retries for memory) and records
 //! how it ended, then tells the subscribers and waiters.
 //!
-//! The dispatch index holds three numbers per pending job, never its
-//! arguments, so a million pending jobs cost tens of MB; a job's arguments are
-//! read back when it starts, [`LOOKAHEAD`] of an instance's next jobs at a
-//! time. A start is made durable by the start log (one `write(2)`), not by a
-//! commit, and the store learns of it in the next batch.
+//! The dispatch index (`index.rs`) holds three numbers per pending job, never
+//! its arguments; a job's arguments are read back when it starts, a few of an
+//! instance's next jobs at a time. The runner (`runner.rs`) makes a start
+//! durable by the start log (one `write(2)`), not by a commit, and the store
+//! learns of it in the next batch.
 
-use std::collections::{BTreeSet, HashMap};
+mod index;
+mod runner;
+
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,11 +29,10 @@ use crate::error::QueueError;
 use crate::events::{Bus, EventStream};
 use crate::model::{Job, JobEvent, JobEventType, JobStatus, QueueStats, Submit, to_ms};
 use crate::startlog::StartLog;
-use crate::store::{Claimed, Finish, Listing, NewJob, SqliteStore, Store};
+use crate::store::{Listing, NewJob, SqliteStore, Store};
 use crate::{blob, lock};
 
-/// How many of an instance's next pending jobs are read at once when one starts.
-const LOOKAHEAD: usize = 32;
+use self::index::Index;
 
 /// How a queue runs.
 #[derive(Debug, Clone)]
@@ -98,104 +100,6 @@ struct Inner {
     /// Callers of `wait_for_job`, by job id.
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     running: AtomicBool,
-}
-
-/// The pending jobs by instance, and what runs.
-#[derive(Default)]
-struct Index {
-    /// Each instance's pending jobs as (rank, seq), best first.
-    pending: HashMap<Arc<str>, BTreeSet<(i64, i64)>>,
-    /// Where each pending job is, by seq.
-    where_pending: HashMap<i64, (Arc<str>, i64)>,
-    /// How many jobs each instance runs (or is starting).
-    busy: HashMap<Arc<str>, usize>,
-    /// Running jobs by seq: their id and instance.
-    running: HashMap<i64, (String, Arc<str>)>,
-    /// What pending jobs read ahead run, by seq.
-    ahead: HashMap<i64, Claimed>,
-}
-
-impl Index {
-    fn add(&mut self, seq: i64, rank: i64, instance: &str) {
-        if self.where_pending.contains_key(&seq) || self.running.contains_key(&seq) {
-            return;
-        }
-        let key = match self.pending.get_key_value(instance) {
-            Some((k, _)) => Arc::clone(k),
-            None => Arc::from(instance),
-        };
-        self.pending
-            .entry(Arc::clone(&key))
-            .or_default()
-            .insert((rank, seq));
-        self.where_pending.insert(seq, (key, rank));
-    }
-
-    /// Takes pending job `seq` out (to start it, or cancelled); what was read
-    /// ahead for it stays for [`ahead_or_next`](Self::ahead_or_next).
-    fn remove(&mut self, seq: i64) -> bool {
-        let Some((instance, rank)) = self.where_pending.remove(&seq) else {
-            return false;
-        };
-        if let Some(set) = self.pending.get_mut(&instance) {
-            set.remove(&(rank, seq));
-            if set.is_empty() {
-                self.pending.remove(&instance);
-            }
-        }
-        true
-    }
-
-    /// The best pending job of an instance that has room, taken out and
-    /// counted as running.
-    fn take(&mut self, per_instance: usize) -> Option<(i64, Arc<str>)> {
-        let (instance, &(rank, seq)) = self
-            .pending
-            .iter()
-            .filter(|(i, _)| self.busy.get(*i).copied().unwrap_or(0) < per_instance)
-            .filter_map(|(i, set)| set.first().map(|first| (i, first)))
-            .min_by_key(|(_, first)| **first)?;
-        let instance = Arc::clone(instance);
-        let _ = rank;
-        self.remove(seq);
-        *self.busy.entry(Arc::clone(&instance)).or_default() += 1;
-        // Taken: a cancel from now on is a running job's.
-        self.running
-            .insert(seq, (String::new(), Arc::clone(&instance)));
-        Some((seq, instance))
-    }
-
-    fn done(&mut self, seq: i64, instance: &Arc<str>) {
-        self.running.remove(&seq);
-        if let Some(n) = self.busy.get_mut(instance) {
-            *n -= 1;
-            if *n == 0 {
-                self.busy.remove(instance);
-            }
-        }
-    }
-
-    fn running_count(&self) -> usize {
-        self.busy.values().sum()
-    }
-
-    /// What job `seq` (just taken) runs, if it was read ahead; else the jobs to
-    /// read: it and the next ones of its instance not read yet.
-    fn ahead_or_next(&mut self, seq: i64, instance: &str) -> Result<Claimed, Vec<i64>> {
-        if let Some(c) = self.ahead.remove(&seq) {
-            return Ok(c);
-        }
-        let mut seqs = vec![seq];
-        if let Some(set) = self.pending.get(instance) {
-            seqs.extend(
-                set.iter()
-                    .map(|&(_, s)| s)
-                    .filter(|s| !self.ahead.contains_key(s))
-                    .take(LOOKAHEAD - 1),
-            );
-        }
-        Err(seqs)
-    }
 }
 
 impl JobQueue {
@@ -569,238 +473,6 @@ impl JobQueue {
             }
         }
     }
-
-    /// The dispatcher: starts the best pending job of each instance with room,
-    /// up to the global limit, then sleeps until woken.
-    async fn dispatch(&self) {
-        let inner = &self.inner;
-        loop {
-            if !inner.running.load(Ordering::Acquire) {
-                return;
-            }
-            let mut started = false;
-            loop {
-                let next = {
-                    let mut index = lock(&inner.index);
-                    if index.running_count() >= inner.options.max_running {
-                        None
-                    } else {
-                        index.take(inner.options.per_instance)
-                    }
-                };
-                let Some((seq, instance)) = next else { break };
-                started = true;
-                let me = self.clone();
-                tokio::spawn(async move { me.run(seq, instance).await });
-            }
-            if !started || !inner.running.load(Ordering::Acquire) {
-                inner.wake.notified().await;
-            }
-        }
-    }
-
-    /// Runs job `seq` on `instance`, then the best pending job with room
-    /// after it, until there is none: a freed slot is filled here, without a
-    /// round trip through the dispatcher.
-    async fn run(&self, mut seq: i64, mut instance: Arc<str>) {
-        loop {
-            self.run_one(seq, &instance).await;
-            let next = {
-                let mut index = lock(&self.inner.index);
-                if !self.inner.running.load(Ordering::Acquire)
-                    || index.running_count() >= self.inner.options.max_running
-                {
-                    None
-                } else {
-                    index.take(self.inner.options.per_instance)
-                }
-            };
-            match next {
-                Some((s, i)) => (seq, instance) = (s, i),
-                None => return,
-            }
-        }
-    }
-
-    /// Runs job `seq` on `instance`: reads what it runs (unless read ahead),
-    /// logs its start, executes it, records how it ended.
-    async fn run_one(&self, seq: i64, instance: &Arc<str>) {
-        let inner = &self.inner;
-        let next = lock(&inner.index).ahead_or_next(seq, instance);
-        let claimed = match next {
-            Ok(c) => Some(c),
-            Err(seqs) => match inner.store.fetch(seqs).await {
-                Ok(rows) => {
-                    let mut index = lock(&inner.index);
-                    let mut mine = None;
-                    for (s, c) in rows {
-                        if s == seq {
-                            mine = Some(c);
-                        } else if index.where_pending.contains_key(&s) {
-                            index.ahead.insert(s, c);
-                        }
-                    }
-                    mine
-                }
-                Err(e) => {
-                    tracing::warn!("cannot read a job of instance {instance}: {e}");
-                    None
-                }
-            },
-        };
-        let Some(claimed) = claimed else {
-            // Gone meanwhile (cancelled from elsewhere), or unreadable.
-            lock(&inner.index).done(seq, instance);
-            return;
-        };
-        let started = SystemTime::now();
-        if let Err(e) = inner.starts.started(seq) {
-            // Without the log its start could not be told after a crash.
-            tracing::warn!("job {} cannot start: {e}", claimed.id);
-            let error = JobError::new(
-                ErrorCategory::Transient,
-                format!("the job could not be started: {e}"),
-                true,
-                "StartLogError()",
-            )
-            .with_occurred_at(started);
-            self.end(seq, instance, claimed, to_ms(started), Err(error));
-            return;
-        }
-        drop(inner.store.started(seq, to_ms(started)));
-        lock(&inner.index)
-            .running
-            .insert(seq, (claimed.id.clone(), Arc::clone(instance)));
-        let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
-        self.publish_transition(
-            &claimed.id,
-            instance,
-            sequence,
-            JobStatus::Pending,
-            JobStatus::Running,
-        );
-        let outcome = self.execute(&claimed).await;
-        self.end(seq, instance, claimed, to_ms(started), outcome);
-    }
-
-    /// Records how job `seq` ended and frees its instance; a task of its own
-    /// tells the subscribers and waiters once the end is committed.
-    fn end(
-        &self,
-        seq: i64,
-        instance: &Arc<str>,
-        claimed: Claimed,
-        started_ms: i64,
-        outcome: Result<Value, JobError>,
-    ) {
-        let inner = &self.inner;
-        let now = SystemTime::now();
-        let (status, result, error) = match outcome {
-            Ok(value) => match blob::encode(&value) {
-                Ok(bytes) => (JobStatus::Completed, Some(bytes), None),
-                Err(e) => (
-                    JobStatus::Failed,
-                    None,
-                    Some(
-                        JobError::new(
-                            ErrorCategory::Fatal,
-                            format!("the job's result cannot be stored: {e}"),
-                            false,
-                            "UnstorableResult()",
-                        )
-                        .with_occurred_at(now),
-                    ),
-                ),
-            },
-            Err(e) => (JobStatus::Failed, None, Some(e)),
-        };
-        let finish = Finish {
-            seq,
-            status,
-            at_ms: to_ms(now),
-            started_ms,
-            result,
-            error,
-        };
-        // The instance is free as soon as its call returned: the next job's
-        // start is logged meanwhile, and the store commits this end with others.
-        let recorded = inner.store.finish(finish);
-        lock(&inner.index).done(seq, instance);
-        let me = self.clone();
-        let instance = Arc::clone(instance);
-        tokio::spawn(async move {
-            match recorded.await {
-                Ok(()) => me.inner.starts.settled(seq),
-                Err(e) => tracing::warn!(
-                    "job {} on instance {instance} ended ({status}) but that could not be \
-                     recorded: {e}; it will be settled as interrupted when the queue is next \
-                     opened",
-                    claimed.id
-                ),
-            }
-            let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
-            me.publish_transition(&claimed.id, &instance, sequence, JobStatus::Running, status);
-            me.release_waiters(&claimed.id);
-        });
-    }
-
-    /// Calls `execute` for a claimed job; its failure as a [`JobError`].
-    async fn execute(&self, claimed: &Claimed) -> Result<Value, JobError> {
-        let now = SystemTime::now;
-        let damaged = |what: &str, e: String| {
-            JobError::new(
-                ErrorCategory::Fatal,
-                format!("the job's stored {what} cannot be read: {e}"),
-                false,
-                "DamagedJob()",
-            )
-            .with_occurred_at(now())
-        };
-        let args = match blob::decode(&claimed.args) {
-            Ok(Value::List(items)) => items,
-            Ok(_) => return Err(damaged("arguments", "not a list".into())),
-            Err(e) => return Err(damaged("arguments", e)),
-        };
-        let kwargs = match blob::decode(&claimed.kwargs) {
-            Ok(Value::Map(pairs)) => pairs,
-            Ok(_) => return Err(damaged("keyword arguments", "not a map".into())),
-            Err(e) => return Err(damaged("keyword arguments", e)),
-        };
-        self.inner
-            .manager
-            .execute_async(&claimed.instance, args, kwargs)
-            .await
-            .map_err(|e| job_error(&e, &claimed.instance))
-    }
-}
-
-/// A manager's error as the job's: the plugin's own where it raised, else
-/// one that says what the manager said.
-fn job_error(e: &ManagerError, instance: &str) -> JobError {
-    let now = SystemTime::now();
-    let mut out = match e {
-        ManagerError::Plugin(p) => p.to_job_error(now),
-        ManagerError::Worker(w) => w.to_job_error(now),
-        other => {
-            let category = match other {
-                ManagerError::Waited { .. }
-                | ManagerError::Blocked { .. }
-                | ManagerError::OutOfMemory { .. }
-                | ManagerError::Never { .. } => ErrorCategory::Resource,
-                _ => ErrorCategory::Fatal,
-            };
-            let retriable = matches!(
-                other,
-                ManagerError::Waited { .. } | ManagerError::Blocked { .. }
-            );
-            JobError::new(category, other.to_string(), retriable, "ManagerError()")
-                .with_occurred_at(now)
-        }
-    };
-    if out.plugin_instance_id.is_none() {
-        out.plugin_instance_id = Some(instance.to_owned());
-    }
-    out
 }
 
 /// A random UUID (version 4), as the reference's job ids are.
