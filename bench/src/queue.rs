@@ -35,6 +35,78 @@ pub(crate) fn figures(r: &mut Report, root: &Path, python: &Path) {
         &["recovery_s"],
         |r| recovery(r, root, python),
     );
+    r.measure(
+        "queue: 1,000,000 pending jobs: the host's RSS growth, and a job submitted after them runs",
+        &["queue_1m_pending_rss_mb"],
+        |r| million(r, root, python),
+    );
+}
+
+/// This process's resident memory, bytes.
+fn rss_bytes() -> Result<u64> {
+    let status = fs_err::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kb * 1024)
+}
+
+fn million(r: &mut Report, root: &Path, python: &Path) -> Result<()> {
+    const PENDING: usize = 1_000_000;
+    const WAVE: usize = 10_000;
+    let rt = runtime()?;
+    let (work, m) = setup(root, python, "bench-queue-million")?;
+    m.load(&LoadSpec::new("trivial"))?;
+    let (grown, submit_s, ran_ms) = rt.block_on(async {
+        let q = JobQueue::open(m.clone(), QueueOptions::new(work.join("queue.db"))).await?;
+        let before = rss_bytes()?;
+        let t = Instant::now();
+        for _ in 0..PENDING / WAVE {
+            let mut wave = tokio::task::JoinSet::new();
+            for i in 0..WAVE {
+                let q = q.clone();
+                wave.spawn(async move {
+                    q.submit("trivial", vec![Value::Int(i as i64)], vec![], 0)
+                        .await
+                });
+            }
+            while let Some(s) = wave.join_next().await {
+                s??;
+            }
+        }
+        let submit_s = t.elapsed().as_secs_f64();
+        let grown = rss_bytes()?.saturating_sub(before);
+        // Dispatch still works: one urgent job runs ahead of the million.
+        q.start();
+        let t = Instant::now();
+        let urgent = q
+            .submit("trivial", vec![Value::Int(-1)], vec![], 1_000_000)
+            .await?;
+        let job = q
+            .wait_for_job(&urgent, Some(Duration::from_mins(1)))
+            .await?;
+        if job.status != cjm_queue::JobStatus::Completed {
+            bail!("the urgent job did not complete: {job:?}");
+        }
+        let ran_ms = t.elapsed().as_secs_f64() * 1e3;
+        q.stop();
+        anyhow::Ok((grown, submit_s, ran_ms))
+    })?;
+    r.figure("queue_1m_submit_s", submit_s);
+    r.figure("queue_1m_urgent_job_ms", ran_ms);
+    crate::report::say(&format!(
+        "  1,000,000 submitted in {submit_s:.1} s; an urgent job then ran in {ran_ms:.1} ms"
+    ));
+    r.judge(
+        "queue_1m_pending_rss_mb",
+        Reading::plain(grown as f64 / (1u64 << 20) as f64),
+    );
+    drop(rt);
+    drop(m);
+    let _ = fs_err::remove_dir_all(&work);
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -63,6 +63,7 @@ pub(crate) const TARGETS: &[Target] = &[
     at_least("queue_vs_direct_ratio", 0.5, "ratio"),
     at_least("queue_parallel_efficiency", 0.9, "ratio"),
     at_most("recovery_s", 0.5, "s"),
+    at_most("queue_1m_pending_rss_mb", 200.0, "MiB"),
 ];
 
 fn target(key: &str) -> &'static Target {
