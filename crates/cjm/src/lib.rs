@@ -40,6 +40,7 @@ pub use cjm_manager::launch;
 pub use cjm_manifest as manifest;
 pub use cjm_proto as proto;
 pub use cjm_proxy as proxy;
+pub use cjm_queue as queue;
 pub use cjm_sched as sched;
 pub use cjm_schema as schema;
 pub use cjm_stores as stores;
