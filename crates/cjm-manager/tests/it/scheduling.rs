@@ -676,6 +676,14 @@ fn the_queue_policy_checks_again_until_the_memory_is_free_and_then_runs() {
         eventually("gpu-a's call to hold 6 GB", || {
             p.hooks().iter().any(|l| l.ends_with("holding"))
         });
+        // The policy reads the latest sample: wait until one shows the hold,
+        // or gpu-b's call could be admitted on a sample taken before it.
+        eventually("a sample that shows the 6 GB held", || {
+            m.refresh_resources()
+                .devices
+                .iter()
+                .any(|d| d.free_bytes <= 2048 << 20)
+        });
         let mut events = m.subscribe();
         let queued = scope.spawn(|| m.execute(&b, vec![], vec![]));
         let seen = wait_for(&mut events, |e| matches!(e, ManagerEvent::Waiting { .. }));
