@@ -31,13 +31,13 @@ pub use crate::{
     binding::PluginBinding,
     error::ManagerError,
     manager::{
-        DeviceResources, ExecuteStream, ForkserverResources, InstanceInfo, InstanceResources,
-        LoadSpec, Manager, ManagerOptions, Resources, WaitingCall,
+        CallCancel, DeviceResources, ExecuteStream, ForkserverResources, InstanceInfo,
+        InstanceResources, LoadSpec, Manager, ManagerOptions, Resources, WaitingCall,
     },
     state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy},
 };
 pub use cjm_core::{Clock, ManualClock, SharedClock, SystemClock};
-pub use cjm_proxy::StartMethod;
+pub use cjm_proxy::{CancelPolicy, CancelStep, StartMethod};
 pub use cjm_sched::{Expected, FitOptions, Footprint, Gpus, Policy};
 pub use cjm_schema::{ConfigError, ConfigProblem};
 pub use cjm_stores::SecretValue;

@@ -32,4 +32,4 @@ pub use forkserver::running as forkservers;
 pub use logs::LOG_ROTATE_BYTES;
 pub use spec::{StartMethod, WorkerSpec};
 pub use stats::WorkerStats;
-pub use worker::{CallOptions, CallStream, CancelPolicy, PendingCall, Worker};
+pub use worker::{CallOptions, CallStream, CancelPolicy, CancelStep, PendingCall, Worker};

@@ -52,6 +52,19 @@ impl Default for CancelPolicy {
     }
 }
 
+/// A phase of a cancel as it begins ([`Worker::cancel_blocking_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelStep {
+    /// The plugin is asked to stop (`plugin.cancel()`; `check_cancel()` raises).
+    Asking,
+    /// The grace ran out: an exception is raised in the running Python thread.
+    Interrupting,
+    /// The grace ran out again: the worker's process group is killed.
+    Killing,
+    /// A fresh worker is started in place of the killed one.
+    Restarting,
+}
+
 /// A call in flight.
 pub struct PendingCall {
     id: u64,
@@ -414,10 +427,22 @@ impl Worker {
         id: u64,
         policy: CancelPolicy,
     ) -> Result<Option<CancelPhase>, WorkerError> {
+        self.cancel_blocking_with(id, policy, &mut |_| {})
+    }
+
+    /// [`Worker::cancel_blocking`], telling `step` as each phase begins (a
+    /// queue records them on the job as they happen).
+    pub fn cancel_blocking_with(
+        &self,
+        id: u64,
+        policy: CancelPolicy,
+        step: &mut (dyn FnMut(CancelStep) + Send),
+    ) -> Result<Option<CancelPhase>, WorkerError> {
         let p = self.process();
         if !p.is_pending(id) {
             return Ok(None);
         }
+        step(CancelStep::Asking);
         // Each grace starts before its request goes out, so whatever the worker
         // does in answer (an acknowledgement, an event) comes after the deadline
         // is set: a test that moves a manual clock on an acknowledgement moves it
@@ -427,17 +452,20 @@ impl Worker {
         if p.wait_settled(id, &grace) {
             return Ok(Some(CancelPhase::Cooperative));
         }
+        step(CancelStep::Interrupting);
         let grace = p.deadline(policy.grace);
         let _ = p.send_control(Kind::Interrupt, id);
         if p.wait_settled(id, &grace) {
             return Ok(Some(CancelPhase::Interrupted));
         }
+        step(CancelStep::Killing);
         p.kill_for_cancel(id);
         // A killed worker's status: a safety bound, on the system's clock.
         let _ = p.wait_exit(Some(&Deadline::real(
             policy.grace.max(Duration::from_secs(5)),
         )));
         if policy.restart {
+            step(CancelStep::Restarting);
             self.restart_blocking()?;
         }
         Ok(Some(CancelPhase::Killed))

@@ -13,6 +13,7 @@
 //! | --- | --- |
 //! | `model.rs` | the reference's statuses, event types, cancel phases, `Job`, `JobEvent`, `QueueStats`; [`Submit`] |
 //! | `queue/` | [`JobQueue`]: the API (`mod.rs`), the dispatch index, the runner |
+//! | `retry.rs` | [`RetryPolicy`]: which failures run again, after what backoff |
 //! | `events.rs` | the event fan-out with bounded buffers and drop counters |
 //! | `startlog.rs` | the start log: which jobs had started, for the next host |
 //! | `store/` | the [`Store`] seam and [`SqliteStore`] (WAL, group commit, host lock) |
@@ -24,6 +25,7 @@ mod error;
 mod events;
 mod model;
 mod queue;
+mod retry;
 mod startlog;
 pub mod store;
 
@@ -31,6 +33,7 @@ pub use crate::error::QueueError;
 pub use crate::events::EventStream;
 pub use crate::model::{CancelPhase, Job, JobEvent, JobEventType, JobStatus, QueueStats, Submit};
 pub use crate::queue::{JobQueue, QueueOptions};
+pub use crate::retry::RetryPolicy;
 pub use crate::store::{SqliteStore, Store};
 
 /// Locks `m`, taking over a lock a panicking thread left poisoned: every

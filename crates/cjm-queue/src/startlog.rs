@@ -6,6 +6,9 @@
 //! batches, after the fact, and a job start costs a system call, not a commit.
 //!
 //! Entries are 8-byte little-endian job numbers; a torn last entry is ignored.
+//! A negative entry takes its job back (its try failed and it is put back to
+//! run again): read in order, the log names the jobs whose last start was not
+//! taken back.
 //! The log is emptied once the next host has settled what it names, and
 //! rewritten with only the unsettled entries when it grows past
 //! [`ROTATE_BYTES`].
@@ -52,10 +55,19 @@ impl StartLog {
             .map_err(|e| io("open", e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| io("read", e))?;
-        let started = bytes
+        let mut named = HashSet::new();
+        for entry in bytes
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
+        {
+            if entry < 0 {
+                named.remove(&-entry);
+            } else {
+                named.insert(entry);
+            }
+        }
+        let mut started: Vec<i64> = named.into_iter().collect();
+        started.sort_unstable();
         let len = bytes.len() as u64;
         Ok((
             Self {
@@ -84,16 +96,30 @@ impl StartLog {
 
     /// Records that job `seq` starts; durable against a kill once this returns.
     pub(crate) fn started(&self, seq: i64) -> Result<(), QueueError> {
+        self.append(seq)
+    }
+
+    /// Takes job `seq`'s start back: its try failed and it is to run again,
+    /// so a host that dies from now on did not interrupt it.
+    pub(crate) fn taken_back(&self, seq: i64) -> Result<(), QueueError> {
+        self.append(-seq)
+    }
+
+    fn append(&self, entry: i64) -> Result<(), QueueError> {
         let mut s = lock(&self.state);
         s.file
-            .write_all(&seq.to_le_bytes())
+            .write_all(&entry.to_le_bytes())
             .map_err(|source| QueueError::Io {
                 path: self.path.clone(),
                 action: "append to",
                 source,
             })?;
         s.len += 8;
-        s.unsettled.insert(seq);
+        if entry < 0 {
+            s.unsettled.remove(&-entry);
+        } else {
+            s.unsettled.insert(entry);
+        }
         if s.len > ROTATE_BYTES {
             self.rotate(&mut s);
         }
@@ -154,6 +180,17 @@ mod tests {
         f.write_all(&[1, 2, 3]).unwrap();
         let (log, before) = StartLog::open(&queue).unwrap();
         assert_eq!(before, [7, 9]);
+        log.clear().unwrap();
+        // A start taken back (a retry) names its job no more, until it
+        // starts again.
+        log.started(3).unwrap();
+        log.started(4).unwrap();
+        log.taken_back(3).unwrap();
+        log.taken_back(4).unwrap();
+        log.started(4).unwrap();
+        drop(log);
+        let (log, before) = StartLog::open(&queue).unwrap();
+        assert_eq!(before, [4]);
         log.clear().unwrap();
         drop(log);
         assert!(StartLog::open(&queue).unwrap().1.is_empty());

@@ -124,15 +124,15 @@ impl Manager {
 
 /// The tries of one call: its arguments kept for a retry (values share their
 /// buffers, so a copy is cheap), and how many times it ran out of memory.
-struct Tries {
+pub(super) struct Tries {
     retries: usize,
-    attempt: usize,
+    pub(super) attempt: usize,
     args: Vec<Value>,
     kwargs: Vec<(String, Value)>,
 }
 
 /// What follows a try.
-enum After {
+pub(super) enum After {
     /// The call's outcome.
     Done(Result<Value, ManagerError>),
     /// It ran out of memory and may be tried again.
@@ -140,7 +140,7 @@ enum After {
 }
 
 impl Tries {
-    fn new(manager: &Manager, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Self {
+    pub(super) fn new(manager: &Manager, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Self {
         Self {
             retries: manager.inner.oom_retries,
             attempt: 0,
@@ -150,7 +150,7 @@ impl Tries {
     }
 
     /// This try's arguments: a copy while another try may follow.
-    fn arguments(&mut self) -> (Vec<Value>, Vec<(String, Value)>) {
+    pub(super) fn arguments(&mut self) -> (Vec<Value>, Vec<(String, Value)>) {
         if self.attempt < self.retries {
             (self.args.clone(), self.kwargs.clone())
         } else {
@@ -161,7 +161,7 @@ impl Tries {
         }
     }
 
-    fn after(&mut self, outcome: Result<Value, ManagerError>) -> After {
+    pub(super) fn after(&mut self, outcome: Result<Value, ManagerError>) -> After {
         match outcome {
             Err(e) if self.attempt < self.retries && out_of_memory(&e) => {
                 self.attempt += 1;
@@ -172,7 +172,7 @@ impl Tries {
     }
 
     /// The error of the last try: after retries for memory, one that says so.
-    fn last_error(&self, inst: &Instance, e: ManagerError) -> ManagerError {
+    pub(super) fn last_error(&self, inst: &Instance, e: ManagerError) -> ManagerError {
         if self.attempt > 0 && out_of_memory(&e) {
             ManagerError::OutOfMemory {
                 plugin: inst.plugin.clone(),

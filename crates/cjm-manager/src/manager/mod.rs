@@ -10,6 +10,7 @@
 //! | `worker_env.rs` | `WORKER_ENV`: secrets, visible variables, overrides |
 //! | `lifecycle.rs` | load, start, stop, unload, reload, reset, enable, disable, hooks |
 //! | `calls.rs` | calls, the concurrency gate, the in-flight guard |
+//! | `cancel.rs` | [`CallCancel`]: a call stopped from outside, before or while it runs |
 //! | `streams.rs` | [`ExecuteStream`]: streamed calls, admitted and counted as calls are |
 //! | `admission.rs` | whether a call may start: the policy, eviction, waiting with a reason |
 //! | `record.rs` | each call's empirical sample, recorded off the call path |
@@ -22,6 +23,7 @@
 
 mod admission;
 mod calls;
+mod cancel;
 mod config;
 mod discovery;
 mod hub;
@@ -50,6 +52,7 @@ use cjm_sched::{Policy, Scheduler};
 use cjm_schema::ConfigSchema;
 use serde_json::Map;
 
+pub use self::cancel::CallCancel;
 use self::hub::Hub;
 pub use self::options::{InstanceInfo, LoadSpec, ManagerOptions};
 pub use self::resources::{

@@ -192,6 +192,20 @@ impl Manager {
         }
     }
 
+    /// Restarts `inst`'s worker (process `pid`), killed by a cancel, in place
+    /// and initializes it again; a restart that fails is a crash, supervised
+    /// as one.
+    pub(super) fn restart_after_kill(&self, inst: &Instance, pid: u32) {
+        if let Restart::Failed(record) = self.restart(inst, pid) {
+            tracing::warn!("{record}");
+            if self.record_crash(inst, &record).is_some() {
+                // The next call starts the worker again.
+                let _ = lock(&inst.worker).take();
+                self.set_state(inst, InstanceState::Stopped);
+            }
+        }
+    }
+
     /// Restarts `inst`'s crashed worker (process `pid`) in place and initializes
     /// it again. A worker started meanwhile in its place (a retry after an
     /// out-of-memory, a reload) is left alone: its own supervisor watches it.

@@ -1,9 +1,12 @@
-//! The dispatch index: each instance's pending jobs best first, what runs,
-//! and what was read ahead. Three numbers per pending job, never its
-//! arguments, so a million pending jobs cost tens of MB.
+//! The dispatch index: each instance's pending jobs best first, the retries
+//! waiting out their backoff, what runs, and what was read ahead. Three
+//! numbers per pending job, never its arguments, so a million pending jobs
+//! cost tens of MB.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+
+use cjm_manager::CallCancel;
 
 use crate::store::Claimed;
 
@@ -19,13 +22,54 @@ pub(super) struct Index {
     pub(super) where_pending: HashMap<i64, (Arc<str>, i64)>,
     /// How many jobs each instance runs (or is starting).
     pub(super) busy: HashMap<Arc<str>, usize>,
-    /// Running jobs by seq: their id and instance.
-    pub(super) running: HashMap<i64, (String, Arc<str>)>,
+    /// Running jobs by seq (from when they are taken): what cancels them.
+    pub(super) running: HashMap<i64, CallCancel>,
     /// What pending jobs read ahead run, by seq.
     pub(super) ahead: HashMap<i64, Claimed>,
+    /// Retries waiting out their backoff, as (due ms, seq), soonest first.
+    delayed: BTreeSet<(i64, i64)>,
+    /// Each delayed retry's due time, rank and instance, by seq.
+    where_delayed: HashMap<i64, (i64, i64, Arc<str>)>,
 }
 
 impl Index {
+    /// Indexes pending job `seq`; one due after `now_ms` waits until then.
+    pub(super) fn add_due(
+        &mut self,
+        seq: i64,
+        rank: i64,
+        instance: &str,
+        due_ms: Option<i64>,
+        now_ms: i64,
+    ) {
+        match due_ms {
+            Some(due) if due > now_ms => {
+                if self.where_pending.contains_key(&seq) || self.running.contains_key(&seq) {
+                    return;
+                }
+                self.delayed.insert((due, seq));
+                self.where_delayed
+                    .insert(seq, (due, rank, Arc::from(instance)));
+            }
+            _ => self.add(seq, rank, instance),
+        }
+    }
+
+    /// Moves the retries due by `now_ms` to the pending jobs; returns when
+    /// the next one is due, if any waits.
+    pub(super) fn promote(&mut self, now_ms: i64) -> Option<i64> {
+        while let Some(&(due, seq)) = self.delayed.first() {
+            if due > now_ms {
+                return Some(due);
+            }
+            self.delayed.pop_first();
+            if let Some((_, rank, instance)) = self.where_delayed.remove(&seq) {
+                self.add(seq, rank, &instance);
+            }
+        }
+        None
+    }
+
     pub(super) fn add(&mut self, seq: i64, rank: i64, instance: &str) {
         if self.where_pending.contains_key(&seq) || self.running.contains_key(&seq) {
             return;
@@ -44,6 +88,10 @@ impl Index {
     /// Takes pending job `seq` out (to start it, or cancelled); what was read
     /// ahead for it stays for [`ahead_or_next`](Self::ahead_or_next).
     pub(super) fn remove(&mut self, seq: i64) -> bool {
+        if let Some((due, _, _)) = self.where_delayed.remove(&seq) {
+            self.delayed.remove(&(due, seq));
+            return true;
+        }
         let Some((instance, rank)) = self.where_pending.remove(&seq) else {
             return false;
         };
@@ -58,7 +106,11 @@ impl Index {
 
     /// The best pending job of an instance that has room, taken out and
     /// counted as running.
-    pub(super) fn take(&mut self, per_instance: usize) -> Option<(i64, Arc<str>)> {
+    pub(super) fn take(
+        &mut self,
+        per_instance: usize,
+        cancel: impl FnOnce() -> CallCancel,
+    ) -> Option<(i64, Arc<str>, CallCancel)> {
         let (instance, &(rank, seq)) = self
             .pending
             .iter()
@@ -70,9 +122,9 @@ impl Index {
         self.remove(seq);
         *self.busy.entry(Arc::clone(&instance)).or_default() += 1;
         // Taken: a cancel from now on is a running job's.
-        self.running
-            .insert(seq, (String::new(), Arc::clone(&instance)));
-        Some((seq, instance))
+        let cancel = cancel();
+        self.running.insert(seq, cancel.clone());
+        Some((seq, instance, cancel))
     }
 
     pub(super) fn done(&mut self, seq: i64, instance: &Arc<str>) {

@@ -28,6 +28,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::error::QueueError;
 use crate::events::{Bus, EventStream};
 use crate::model::{Job, JobEvent, JobEventType, JobStatus, QueueStats, Submit, to_ms};
+use crate::retry::RetryPolicy;
 use crate::startlog::StartLog;
 use crate::store::{Listing, NewJob, SqliteStore, Store};
 use crate::{blob, lock};
@@ -53,12 +54,19 @@ pub struct QueueOptions {
     pub history_age: Option<Duration>,
     /// Events each subscriber buffers before it loses some.
     pub event_buffer: usize,
+    /// When a failed job runs again, and after how long.
+    pub retry: RetryPolicy,
+    /// How long each phase of a running job's cancel waits for it to stop
+    /// (asking the plugin, then interrupting its thread, then killing the
+    /// worker, which is then restarted); a timeout cancels the same way.
+    pub cancel_grace: Duration,
 }
 
 impl QueueOptions {
     /// A queue in `path` with the defaults: 64 jobs at once, one per
     /// instance, a priority level per minute of waiting, 10,000 ended jobs
-    /// kept for at most 7 days.
+    /// kept for at most 7 days, retries as [`RetryPolicy::default`], 2 s of
+    /// grace for each phase of a cancel.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -68,6 +76,8 @@ impl QueueOptions {
             max_history: 10_000,
             history_age: Some(Duration::from_hours(24 * 7)),
             event_buffer: 1024,
+            retry: RetryPolicy::default(),
+            cancel_grace: Duration::from_secs(2),
         }
     }
 }
@@ -137,8 +147,9 @@ impl JobQueue {
         let pending = queue.inner.store.pending_after(0).await?;
         {
             let mut index = lock(&queue.inner.index);
+            let now = to_ms(SystemTime::now());
             for row in pending {
-                index.add(row.seq, row.rank, &row.instance);
+                index.add_due(row.seq, row.rank, &row.instance, row.run_after_ms, now);
             }
         }
         Ok(queue)
@@ -270,8 +281,10 @@ impl JobQueue {
         ms.saturating_sub(priority.saturating_mul(aging))
     }
 
-    /// Cancels a pending job; `false` if it is not pending (running jobs are
-    /// not cancelled yet: the cancel is recorded on the job).
+    /// Cancels a job: a pending one at once (it never runs); a running one
+    /// in phases (the plugin asked to stop, then its thread interrupted, then
+    /// its worker killed and restarted), each recorded on the job and
+    /// published. `false` if the job had already ended.
     pub async fn cancel(&self, id: &str) -> Result<bool, QueueError> {
         let (seq, job) = self
             .inner
@@ -279,55 +292,50 @@ impl JobQueue {
             .job(id)
             .await?
             .ok_or_else(|| QueueError::NoJob(id.to_owned()))?;
-        let now = SystemTime::now();
-        match job.status {
-            JobStatus::Pending => {
-                // Taken out of the index first, so the runner cannot start
-                // it meanwhile; one the runner has taken is a running job.
-                let taken = {
-                    let mut index = lock(&self.inner.index);
-                    let taken = index.running.contains_key(&seq);
-                    if !taken {
-                        index.remove(seq);
-                        index.ahead.remove(&seq);
-                    }
-                    taken
-                };
-                if taken {
-                    self.inner.store.cancel_requested(seq, to_ms(now)).await?;
-                    return Ok(false);
-                }
-                let error = JobError::new(
-                    ErrorCategory::Fatal,
-                    "cancelled before it ran",
-                    false,
-                    "CancelledError()",
-                )
-                .with_occurred_at(now);
-                if !self
-                    .inner
-                    .store
-                    .cancel_pending(seq, to_ms(now), error)
-                    .await?
-                {
-                    return Ok(false);
-                }
-                self.publish_transition(
-                    id,
-                    &job.plugin_instance_id,
-                    job.sequence_id.as_ref().zip(job.sequence_index),
-                    JobStatus::Pending,
-                    JobStatus::Cancelled,
-                );
-                self.release_waiters(id);
-                Ok(true)
-            }
-            JobStatus::Running => {
-                self.inner.store.cancel_requested(seq, to_ms(now)).await?;
-                Ok(false)
-            }
-            _ => Ok(false),
+        if job.status.is_terminal() {
+            return Ok(false);
         }
+        let now = SystemTime::now();
+        // Taken out of the index first, so the runner cannot start it
+        // meanwhile; one the runner has taken is a running job.
+        let running = {
+            let mut index = lock(&self.inner.index);
+            let running = index.running.get(&seq).cloned();
+            if running.is_none() {
+                index.remove(seq);
+                index.ahead.remove(&seq);
+            }
+            running
+        };
+        if let Some(cancel) = running {
+            self.inner.store.cancel_requested(seq, to_ms(now)).await?;
+            cancel.cancel();
+            return Ok(true);
+        }
+        let error = JobError::new(
+            ErrorCategory::Transient,
+            "cancelled before it ran",
+            false,
+            "PluginCancelledError()",
+        )
+        .with_occurred_at(now);
+        if !self
+            .inner
+            .store
+            .cancel_pending(seq, to_ms(now), error)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.publish_transition(
+            id,
+            &job.plugin_instance_id,
+            job.sequence_id.as_ref().zip(job.sequence_index),
+            JobStatus::Pending,
+            JobStatus::Cancelled,
+        );
+        self.release_waiters(id);
+        Ok(true)
     }
 
     /// Gives a pending job a new priority; `false` if it is not pending.
@@ -449,14 +457,34 @@ impl JobQueue {
         from: JobStatus,
         to: JobStatus,
     ) {
+        self.publish(
+            JobEventType::StateTransition,
+            id,
+            instance,
+            sequence,
+            || [("from", json!(from.as_str())), ("to", json!(to.as_str()))],
+        );
+    }
+
+    /// Publishes an event of `kind` about job `id`; its payload is built only
+    /// when somebody listens.
+    fn publish<const N: usize>(
+        &self,
+        kind: JobEventType,
+        id: &str,
+        instance: &str,
+        sequence: Option<(&String, i64)>,
+        payload: impl FnOnce() -> [(&'static str, serde_json::Value); N],
+    ) {
         if self.inner.bus.is_idle() {
             return;
         }
-        let mut payload = serde_json::Map::new();
-        payload.insert("from".into(), json!(from.as_str()));
-        payload.insert("to".into(), json!(to.as_str()));
+        let payload = payload()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         self.inner.bus.publish(&JobEvent {
-            kind: JobEventType::StateTransition,
+            kind,
             job_id: id.to_owned(),
             plugin_instance_id: instance.to_owned(),
             sequence_id: sequence.map(|(s, _)| s.clone()),

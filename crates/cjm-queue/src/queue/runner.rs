@@ -6,18 +6,23 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use std::sync::Mutex;
+use std::time::Duration;
+
 use cjm_core::{ErrorCategory, JobError};
-use cjm_manager::ManagerError;
+use cjm_manager::{CallCancel, CancelStep, ManagerError};
 use cjm_proto::Value;
+use serde_json::json;
 
 use super::JobQueue;
-use crate::model::{JobStatus, to_ms};
-use crate::store::{Claimed, Finish};
+use crate::model::{CancelPhase, JobEventType, JobStatus, to_ms};
+use crate::store::{Claimed, Finish, Requeue};
 use crate::{blob, lock};
 
 impl JobQueue {
     /// The dispatcher: starts the best pending job of each instance with room,
-    /// up to the global limit, then sleeps until woken.
+    /// up to the global limit, then sleeps until woken or until the next
+    /// retry is due.
     pub(super) async fn dispatch(&self) {
         let inner = &self.inner;
         loop {
@@ -25,32 +30,52 @@ impl JobQueue {
                 return;
             }
             let mut started = false;
+            let mut next_due;
             loop {
                 let next = {
                     let mut index = lock(&inner.index);
+                    next_due = index.promote(to_ms(SystemTime::now()));
                     if index.running_count() >= inner.options.max_running {
                         None
                     } else {
-                        index.take(inner.options.per_instance)
+                        index.take(inner.options.per_instance, || self.new_cancel())
                     }
                 };
-                let Some((seq, instance)) = next else { break };
+                let Some((seq, instance, cancel)) = next else {
+                    break;
+                };
                 started = true;
                 let me = self.clone();
-                tokio::spawn(async move { me.run(seq, instance).await });
+                tokio::spawn(async move { me.run(seq, instance, cancel).await });
             }
             if !started || !inner.running.load(Ordering::Acquire) {
-                inner.wake.notified().await;
+                match next_due {
+                    Some(due) => {
+                        let wait = u64::try_from(due - to_ms(SystemTime::now())).unwrap_or(0);
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(wait.max(1)),
+                            inner.wake.notified(),
+                        )
+                        .await;
+                    }
+                    None => inner.wake.notified().await,
+                }
             }
         }
+    }
+
+    /// What stops one job: the queue's grace at each phase, restarting a
+    /// killed worker.
+    fn new_cancel(&self) -> CallCancel {
+        CallCancel::with_grace(self.inner.options.cancel_grace)
     }
 
     /// Runs job `seq` on `instance`, then the best pending job with room
     /// after it, until there is none: a freed slot is filled here, without a
     /// round trip through the dispatcher.
-    async fn run(&self, mut seq: i64, mut instance: Arc<str>) {
+    async fn run(&self, mut seq: i64, mut instance: Arc<str>, mut cancel: CallCancel) {
         loop {
-            self.run_one(seq, &instance).await;
+            self.run_one(seq, &instance, cancel).await;
             let next = {
                 let mut index = lock(&self.inner.index);
                 if !self.inner.running.load(Ordering::Acquire)
@@ -58,19 +83,20 @@ impl JobQueue {
                 {
                     None
                 } else {
-                    index.take(self.inner.options.per_instance)
+                    index.take(self.inner.options.per_instance, || self.new_cancel())
                 }
             };
             match next {
-                Some((s, i)) => (seq, instance) = (s, i),
+                Some((s, i, c)) => (seq, instance, cancel) = (s, i, c),
                 None => return,
             }
         }
     }
 
     /// Runs job `seq` on `instance`: reads what it runs (unless read ahead),
-    /// logs its start, executes it, records how it ended.
-    async fn run_one(&self, seq: i64, instance: &Arc<str>) {
+    /// logs its start, executes it (stopped by `cancel`, or by its timeout),
+    /// records how it ended.
+    async fn run_one(&self, seq: i64, instance: &Arc<str>, cancel: CallCancel) {
         let inner = &self.inner;
         let next = lock(&inner.index).ahead_or_next(seq, instance);
         let claimed = match next {
@@ -110,13 +136,11 @@ impl JobQueue {
                 "StartLogError()",
             )
             .with_occurred_at(started);
-            self.end(seq, instance, claimed, to_ms(started), Err(error));
+            let ran = Ran::new(Err(error), &cancel, false, None);
+            self.end(seq, instance, claimed, to_ms(started), ran);
             return;
         }
         drop(inner.store.started(seq, to_ms(started)));
-        lock(&inner.index)
-            .running
-            .insert(seq, (claimed.id.clone(), Arc::clone(instance)));
         let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
         self.publish_transition(
             &claimed.id,
@@ -125,23 +149,99 @@ impl JobQueue {
             JobStatus::Pending,
             JobStatus::Running,
         );
-        let outcome = self.execute(&claimed).await;
-        self.end(seq, instance, claimed, to_ms(started), outcome);
+        let phases = self.watch_phases(seq, instance, &claimed, &cancel);
+        let timeout = claimed
+            .timeout_ms
+            .map(|t| Duration::from_millis(u64::try_from(t).unwrap_or(0)));
+        let (outcome, timed_out) = {
+            let run = self.execute(&claimed, &cancel);
+            tokio::pin!(run);
+            match timeout {
+                None => (run.await, false),
+                Some(t) => tokio::select! {
+                    outcome = &mut run => (outcome, false),
+                    () = tokio::time::sleep(t) => {
+                        cancel.cancel();
+                        (run.await, true)
+                    }
+                },
+            }
+        };
+        let ran = Ran::new(outcome, &cancel, timed_out, timeout);
+        if ran.cancelled {
+            let job = (claimed.id.as_str(), sequence);
+            self.phase(seq, instance, job, &phases, CancelPhase::Completed);
+        }
+        self.end(seq, instance, claimed, to_ms(started), ran);
     }
 
-    /// Records how job `seq` ended and frees its instance; a task of its own
-    /// tells the subscribers and waiters once the end is committed.
-    fn end(
+    /// Records each phase of the job's cancel on the job and publishes it,
+    /// as the worker goes through them; returns the phase reached so far.
+    fn watch_phases(
         &self,
         seq: i64,
         instance: &Arc<str>,
-        claimed: Claimed,
-        started_ms: i64,
-        outcome: Result<Value, JobError>,
+        claimed: &Claimed,
+        cancel: &CallCancel,
+    ) -> Arc<Mutex<Option<CancelPhase>>> {
+        let reached = Arc::new(Mutex::new(None));
+        let (me, instance, id, sequence, seen) = (
+            self.clone(),
+            Arc::clone(instance),
+            claimed.id.clone(),
+            claimed.sequence.clone(),
+            Arc::clone(&reached),
+        );
+        cancel.on_step(move |step| {
+            let phase = match step {
+                CancelStep::Asking => CancelPhase::Cooperative,
+                CancelStep::Interrupting | CancelStep::Killing => CancelPhase::Force,
+                CancelStep::Restarting => CancelPhase::Reloading,
+            };
+            let sequence = sequence.as_ref().map(|(s, i)| (s, *i));
+            me.phase(seq, &instance, (&id, sequence), &seen, phase);
+        });
+        reached
+    }
+
+    /// Job `seq`'s cancel reached `phase`: recorded and published, once.
+    fn phase(
+        &self,
+        seq: i64,
+        instance: &str,
+        (id, sequence): (&str, Option<(&String, i64)>),
+        reached: &Mutex<Option<CancelPhase>>,
+        phase: CancelPhase,
     ) {
+        let from = {
+            let mut reached = lock(reached);
+            if *reached == Some(phase) {
+                return;
+            }
+            reached.replace(phase)
+        };
+        drop(self.inner.store.cancel_phase(seq, phase));
+        self.publish(
+            JobEventType::CancelPhaseChanged,
+            id,
+            instance,
+            sequence,
+            || {
+                [
+                    ("from", json!(from.map(CancelPhase::as_str))),
+                    ("to", json!(phase.as_str())),
+                ]
+            },
+        );
+    }
+
+    /// Records how job `seq` ended (or that it runs again after a backoff)
+    /// and frees its instance; a task of its own tells the subscribers and
+    /// waiters once that is committed.
+    fn end(&self, seq: i64, instance: &Arc<str>, claimed: Claimed, started_ms: i64, ran: Ran) {
         let inner = &self.inner;
         let now = SystemTime::now();
-        let (status, result, error) = match outcome {
+        let (status, result, error) = match ran.outcome {
             Ok(value) => match blob::encode(&value) {
                 Ok(bytes) => (JobStatus::Completed, Some(bytes), None),
                 Err(e) => (
@@ -158,19 +258,29 @@ impl JobQueue {
                     ),
                 ),
             },
+            Err(e) if ran.cancelled => (JobStatus::Cancelled, None, Some(e)),
             Err(e) => (JobStatus::Failed, None, Some(e)),
         };
-        let finish = Finish {
-            seq,
-            status,
-            at_ms: to_ms(now),
-            started_ms,
-            result,
-            error,
+        let retry = match (&error, status) {
+            (Some(e), JobStatus::Failed) => inner.options.retry.next(e, claimed.retry_count),
+            _ => None,
+        };
+        let recorded = match (retry, error) {
+            (Some(wait), Some(error)) if self.take_back(seq, &claimed.id) => {
+                self.retry_later(seq, instance, claimed, error, wait);
+                return;
+            }
+            (_, error) => inner.store.finish(Finish {
+                seq,
+                status,
+                at_ms: to_ms(now),
+                started_ms,
+                result,
+                error,
+            }),
         };
         // The instance is free as soon as its call returned: the next job's
         // start is logged meanwhile, and the store commits this end with others.
-        let recorded = inner.store.finish(finish);
         lock(&inner.index).done(seq, instance);
         let me = self.clone();
         let instance = Arc::clone(instance);
@@ -190,8 +300,83 @@ impl JobQueue {
         });
     }
 
-    /// Calls `execute` for a claimed job; its failure as a [`JobError`].
-    async fn execute(&self, claimed: &Claimed) -> Result<Value, JobError> {
+    /// Puts job `seq`, whose try failed with `error`, back to run again in
+    /// `wait`; a task of its own tells the subscribers once that is committed.
+    fn retry_later(
+        &self,
+        seq: i64,
+        instance: &Arc<str>,
+        claimed: Claimed,
+        error: JobError,
+        wait: Duration,
+    ) {
+        let inner = &self.inner;
+        let now = SystemTime::now();
+        let due = to_ms(now) + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        // Once due it keeps its place: ahead of the jobs submitted after it.
+        let rank = claimed.rank;
+        let recorded = inner.store.requeue(Requeue {
+            seq,
+            run_after_ms: due,
+            rank,
+            error: error.clone(),
+        });
+        let mut index = lock(&inner.index);
+        index.done(seq, instance);
+        index.add_due(seq, rank, instance, Some(due), to_ms(now));
+        drop(index);
+        inner.wake.notify_one();
+        let me = self.clone();
+        let instance = Arc::clone(instance);
+        tokio::spawn(async move {
+            if let Err(e) = recorded.await {
+                tracing::warn!(
+                    "job {} on instance {instance} is to run again but that could not \
+                     be recorded: {e}",
+                    claimed.id
+                );
+            }
+            let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
+            me.publish_transition(
+                &claimed.id,
+                &instance,
+                sequence,
+                JobStatus::Running,
+                JobStatus::Pending,
+            );
+            let attempt = claimed.retry_count + 1;
+            me.publish(
+                JobEventType::RetryStarted,
+                &claimed.id,
+                &instance,
+                sequence,
+                || {
+                    [
+                        ("attempt", json!(attempt)),
+                        ("category", json!(error.category.as_str())),
+                        ("error", json!(error.message)),
+                        ("delay_s", json!(wait.as_secs_f64())),
+                    ]
+                },
+            );
+        });
+    }
+
+    /// Takes job `seq`'s start back in the start log before it is put back to
+    /// run again; `false` (it is not retried) if the log cannot be written.
+    fn take_back(&self, seq: i64, id: &str) -> bool {
+        match self.inner.starts.taken_back(seq) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("job {id} is not tried again: {e}");
+                false
+            }
+        }
+    }
+
+    /// Calls `execute` for a claimed job, stopped by `cancel`; its failure as
+    /// a [`JobError`].
+    async fn execute(&self, claimed: &Claimed, cancel: &CallCancel) -> Result<Value, JobError> {
         let now = SystemTime::now;
         let damaged = |what: &str, e: String| {
             JobError::new(
@@ -214,9 +399,59 @@ impl JobQueue {
         };
         self.inner
             .manager
-            .execute_async(&claimed.instance, args, kwargs)
+            .execute_cancellable(&claimed.instance, args, kwargs, cancel)
             .await
             .map_err(|e| job_error(&e, &claimed.instance))
+    }
+}
+
+/// How a job's run came out: its outcome, and whether it was cancelled (by
+/// a cancel, not its timeout).
+struct Ran {
+    outcome: Result<Value, JobError>,
+    cancelled: bool,
+}
+
+impl Ran {
+    fn new(
+        outcome: Result<Value, JobError>,
+        cancel: &CallCancel,
+        timed_out: bool,
+        timeout: Option<Duration>,
+    ) -> Self {
+        if timed_out {
+            // Stopped by its timeout: a transient failure, as the reference's
+            // `PluginTimeoutError`, whatever the cancel's own outcome.
+            drop(outcome);
+            let limit = timeout.unwrap_or_default();
+            let error = JobError::new(
+                ErrorCategory::Transient,
+                format!(
+                    "the job ran past its timeout of {:.3} s and was stopped",
+                    limit.as_secs_f64()
+                ),
+                true,
+                "PluginTimeoutError()",
+            );
+            return Self {
+                outcome: Err(error.with_occurred_at(SystemTime::now())),
+                cancelled: false,
+            };
+        }
+        let cancelled = cancel.is_requested();
+        let outcome = match outcome {
+            // Cancelled while it ran, yet it finished: cancelled all the
+            // same, as the reference's queue does, its result not kept.
+            Ok(_) if cancelled => Err(JobError::new(
+                ErrorCategory::Transient,
+                "cancelled while it ran (it finished before it stopped; its result was not kept)",
+                false,
+                "PluginCancelledError()",
+            )
+            .with_occurred_at(SystemTime::now())),
+            other => other,
+        };
+        Self { outcome, cancelled }
     }
 }
 

@@ -13,7 +13,7 @@ use cjm_core::JobError;
 
 pub use self::sqlite::SqliteStore;
 use crate::error::QueueError;
-use crate::model::{Job, JobStatus, QueueStats};
+use crate::model::{CancelPhase, Job, JobStatus, QueueStats};
 
 /// What a store's methods return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueueError>> + Send + 'a>>;
@@ -65,6 +65,8 @@ pub struct PendingRow {
     pub rank: i64,
     /// Its instance.
     pub instance: String,
+    /// Not before this (ms since the epoch): a retry waiting out its backoff.
+    pub run_after_ms: Option<i64>,
 }
 
 /// A pending job the runner is about to run, with what it runs.
@@ -82,6 +84,23 @@ pub struct Claimed {
     pub timeout_ms: Option<i64>,
     /// Its sequence and place there.
     pub sequence: Option<(String, i64)>,
+    /// How many times it was tried again so far.
+    pub retry_count: i64,
+    /// Its place in the dispatch order (a retry keeps it).
+    pub rank: i64,
+}
+
+/// A failed job put back to run again after a backoff.
+#[derive(Debug, Clone)]
+pub struct Requeue {
+    /// Its number.
+    pub seq: i64,
+    /// Not before this (ms since the epoch).
+    pub run_after_ms: i64,
+    /// Its place in the dispatch order once due.
+    pub rank: i64,
+    /// Why its last try failed.
+    pub error: JobError,
 }
 
 /// How a job ended.
@@ -140,6 +159,11 @@ pub trait Store: Send + Sync + 'static {
     fn started(&self, seq: i64, at_ms: i64) -> StoreFuture<'static, ()>;
     /// Records how a running job ended.
     fn finish(&self, finish: Finish) -> StoreFuture<'static, ()>;
+    /// Puts a running job that failed back as pending, to run again once
+    /// due, its retry count one up.
+    fn requeue(&self, requeue: Requeue) -> StoreFuture<'static, ()>;
+    /// Records how far the cancel of running job `seq` has come.
+    fn cancel_phase(&self, seq: i64, phase: CancelPhase) -> StoreFuture<'static, ()>;
     /// Cancels pending job `seq`; `false` if it was not pending.
     fn cancel_pending(&self, seq: i64, at_ms: i64, error: JobError) -> StoreFuture<'static, bool>;
     /// Records that a cancel of running job `seq` was asked for at `at_ms`.

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::writer::{Op, write_loop};
 use super::{
-    Claimed, Finish, Inserted, Listing, NewJob, PendingRow, Recovered, Store, StoreFuture,
+    Claimed, Finish, Inserted, Listing, NewJob, PendingRow, Recovered, Requeue, Store, StoreFuture,
 };
 use crate::blob;
 use crate::error::QueueError;
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_phase TEXT,
     block_reason TEXT,
     sequence_id TEXT,
-    sequence_index INTEGER
+    sequence_index INTEGER,
+    run_after_ms INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -302,8 +303,8 @@ impl Store for SqliteStore {
     fn fetch(&self, seqs: Vec<i64>) -> StoreFuture<'_, Vec<(i64, Claimed)>> {
         Box::pin(async move {
             let sql = format!(
-                "SELECT seq, id, instance, args, kwargs, timeout_ms, sequence_id, sequence_index \
-                 FROM jobs WHERE status = 'pending' AND seq IN ({})",
+                "SELECT seq, id, instance, args, kwargs, timeout_ms, sequence_id, sequence_index, \
+                 retry_count, rank FROM jobs WHERE status = 'pending' AND seq IN ({})",
                 vec!["?"; seqs.len()].join(", ")
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -327,6 +328,8 @@ impl Store for SqliteStore {
                             kwargs: row.try_get(4)?,
                             timeout_ms: row.try_get(5)?,
                             sequence: sequence_id.zip(sequence_index),
+                            retry_count: row.try_get(8)?,
+                            rank: row.try_get(9)?,
                         },
                     ))
                 })
@@ -337,6 +340,18 @@ impl Store for SqliteStore {
 
     fn finish(&self, finish: Finish) -> StoreFuture<'static, ()> {
         Box::pin(self.write("record how a job ended", |tx| Op::Finish(finish, tx)))
+    }
+
+    fn requeue(&self, requeue: Requeue) -> StoreFuture<'static, ()> {
+        Box::pin(self.write("put a failed job back to run again", |tx| {
+            Op::Requeue(requeue, tx)
+        }))
+    }
+
+    fn cancel_phase(&self, seq: i64, phase: CancelPhase) -> StoreFuture<'static, ()> {
+        Box::pin(self.write("record a cancel's phase", move |tx| {
+            Op::CancelPhase(seq, phase.as_str(), tx)
+        }))
     }
 
     fn cancel_pending(&self, seq: i64, at_ms: i64, error: JobError) -> StoreFuture<'static, bool> {
@@ -375,7 +390,8 @@ impl Store for SqliteStore {
     fn pending_after(&self, after: i64) -> StoreFuture<'_, Vec<PendingRow>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT seq, rank, instance FROM jobs WHERE status = 'pending' AND seq > ? ORDER BY seq",
+                "SELECT seq, rank, instance, run_after_ms FROM jobs \
+                 WHERE status = 'pending' AND seq > ? ORDER BY seq",
             )
             .bind(after)
             .fetch_all(&self.reads)
@@ -387,6 +403,7 @@ impl Store for SqliteStore {
                         seq: r.try_get(0)?,
                         rank: r.try_get(1)?,
                         instance: r.try_get(2)?,
+                        run_after_ms: r.try_get(3)?,
                     })
                 })
                 .collect::<Result<_, sqlx::Error>>()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Finish, Inserted, NewJob, Recovered};
+use super::{Finish, Inserted, NewJob, Recovered, Requeue};
 use crate::model::JobStatus;
 
 /// The most writes one transaction takes.
@@ -29,6 +29,8 @@ pub(super) enum Op {
     Insert(NewJob, Reply<Inserted>),
     Started(i64, i64, Reply<()>),
     Finish(Finish, Reply<()>),
+    Requeue(Requeue, Reply<()>),
+    CancelPhase(i64, &'static str, Reply<()>),
     CancelPending(i64, i64, String, Reply<bool>),
     CancelRequested(i64, i64, Reply<()>),
     Reprioritize(i64, i64, i64, Reply<bool>),
@@ -43,6 +45,7 @@ impl Op {
             Self::Insert(..) => 1,
             Self::Started(..) => 2,
             Self::Finish(..) => 3,
+            Self::Requeue(..) => 4,
             _ => 0,
         }
     }
@@ -52,7 +55,11 @@ impl Op {
         let err = || sqlx::Error::Protocol(format!("the transaction was rolled back: {e}"));
         match self {
             Self::Insert(_, tx) => drop(tx.send(Err(err()))),
-            Self::Started(_, _, tx) | Self::Finish(_, tx) | Self::CancelRequested(_, _, tx) => {
+            Self::Started(_, _, tx)
+            | Self::Finish(_, tx)
+            | Self::Requeue(_, tx)
+            | Self::CancelPhase(_, _, tx)
+            | Self::CancelRequested(_, _, tx) => {
                 drop(tx.send(Err(err())));
             }
             Self::CancelPending(_, _, _, tx) | Self::Reprioritize(_, _, _, tx) => {
@@ -111,11 +118,13 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) -> Result<(
     let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
     let (mut inserts, mut others, mut starts, mut finishes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut requeues = Vec::new();
     for op in batch.drain(..) {
         match op.kind() {
             1 => inserts.push(op),
             2 => starts.push(op),
             3 => finishes.push(op),
+            4 => requeues.push(op),
             _ => others.push(op),
         }
     }
@@ -129,8 +138,10 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) -> Result<(
     // A job that starts and ends in this batch needs only its end written.
     let ending: std::collections::HashSet<i64> = finishes
         .iter()
+        .chain(&requeues)
         .filter_map(|op| match op {
             Op::Finish(f, _) => Some(f.seq),
+            Op::Requeue(r, _) => Some(r.seq),
             _ => None,
         })
         .collect();
@@ -142,6 +153,11 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) -> Result<(
     while !finishes.is_empty() {
         let rest = finishes.split_off(finishes.len().min(ROWS));
         finish_rows(conn, std::mem::replace(&mut finishes, rest), &mut answers).await?;
+    }
+    // After the starts: a retry's job is pending again, which a start of
+    // its last try, applied later, would undo.
+    for op in requeues {
+        answers.push(apply(conn, op).await?);
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     for a in answers {
@@ -313,11 +329,36 @@ async fn apply(conn: &mut SqliteConnection, op: Op) -> Result<Answer, sqlx::Erro
         }
         Op::CancelRequested(seq, at, tx) => {
             sqlx::query(
-                "UPDATE jobs SET cancel_requested_ms = COALESCE(cancel_requested_ms, ?), \
-                 cancel_phase = 'cooperative' WHERE seq = ? AND status = 'running'",
+                "UPDATE jobs SET cancel_requested_ms = COALESCE(cancel_requested_ms, ?) \
+                 WHERE seq = ? AND status IN ('pending', 'running')",
             )
             .bind(at)
             .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+            answer(tx, ())
+        }
+        Op::CancelPhase(seq, phase, tx) => {
+            // A job whose start the store has not applied yet is still pending.
+            sqlx::query(
+                "UPDATE jobs SET cancel_phase = ? WHERE seq = ? AND status IN ('pending', 'running')",
+            )
+            .bind(phase)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+            answer(tx, ())
+        }
+        Op::Requeue(r, tx) => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'pending', started_ms = NULL, retry_count = retry_count + 1, \
+                 run_after_ms = ?, rank = ?, error = ?, progress = 0.0, \
+                 status_message = 'waiting to be tried again' WHERE seq = ?",
+            )
+            .bind(r.run_after_ms)
+            .bind(r.rank)
+            .bind(super::sqlite::job_error_json(&r.error))
+            .bind(r.seq)
             .execute(&mut *conn)
             .await?;
             answer(tx, ())
