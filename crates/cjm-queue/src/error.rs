@@ -89,6 +89,17 @@ pub enum QueueError {
     /// The queue was stopped.
     #[error("the job queue was stopped")]
     Stopped,
+    /// A uniform sequence's lists of arguments differ in length.
+    #[error(
+        "a uniform sequence needs as many sets of keyword arguments as of arguments \
+         ({args} vs {kwargs})"
+    )]
+    Mismatch {
+        /// How many sets of positional arguments.
+        args: usize,
+        /// How many sets of keyword arguments.
+        kwargs: usize,
+    },
 }
 
 impl QueueError {
@@ -113,6 +124,9 @@ impl QueueError {
             ),
             Self::Manager(e) => e.hint(),
             Self::Stopped => Some("start the queue again (`JobQueue::start`)".into()),
+            Self::Mismatch { .. } => Some(
+                "pass one set of keyword arguments per step, or none at all".into(),
+            ),
         }
     }
 }

@@ -31,7 +31,10 @@ pub mod store;
 
 pub use crate::error::QueueError;
 pub use crate::events::EventStream;
-pub use crate::model::{CancelPhase, Job, JobEvent, JobEventType, JobStatus, QueueStats, Submit};
+pub use crate::model::{
+    CancelPhase, Job, JobEvent, JobEventType, JobSequence, JobStatus, QueueStats, SequenceStep,
+    StepResult, Submit,
+};
 pub use crate::queue::{JobQueue, QueueOptions};
 pub use crate::retry::RetryPolicy;
 pub use crate::store::{SqliteStore, Store};

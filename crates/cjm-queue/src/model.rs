@@ -290,3 +290,75 @@ pub(crate) fn to_ms(t: SystemTime) -> i64 {
 pub(crate) fn from_ms(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
+
+/// One step of a sequence (the reference's `SequenceStep`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SequenceStep {
+    /// The instance the step runs on.
+    pub plugin_instance_id: String,
+    /// `execute`'s positional arguments.
+    pub args: Vec<Value>,
+    /// `execute`'s keyword arguments.
+    pub kwargs: Vec<(String, Value)>,
+    /// The step's priority; 0: the sequence's.
+    pub priority: i64,
+}
+
+impl SequenceStep {
+    /// A step on `instance` with these arguments.
+    pub fn new(
+        instance: impl Into<String>,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Self {
+        Self {
+            plugin_instance_id: instance.into(),
+            args,
+            kwargs,
+            priority: 0,
+        }
+    }
+}
+
+/// How one step of a sequence came out (the reference's `StepResult`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    /// The step's job.
+    pub job_id: String,
+    /// Whether its job completed.
+    pub success: bool,
+    /// What it returned, when it completed.
+    pub result: Option<Value>,
+    /// Why it failed or was cancelled.
+    pub error: Option<JobError>,
+}
+
+/// A sequence of jobs run one after another (the reference's `JobSequence`).
+///
+/// Its status is `running` until every step was tried (`completed`; a
+/// best-effort sequence completes even with failed steps, its results say
+/// which), a step failed with `fail_fast` set (`failed`), or it or a step was
+/// cancelled (`cancelled`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSequence {
+    /// Its id (a UUID).
+    pub id: String,
+    /// Its steps, as submitted.
+    pub steps: Vec<SequenceStep>,
+    /// Whether the first failed step ends it.
+    pub fail_fast: bool,
+    /// The priority of its steps that have none of their own.
+    pub priority: i64,
+    /// The step running or next to run.
+    pub current_index: i64,
+    /// That step's job, while the sequence runs.
+    pub current_job_id: Option<String>,
+    /// How each step that ended came out, in order.
+    pub results: Vec<StepResult>,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// When it was submitted.
+    pub submitted_at: SystemTime,
+    /// When it ended.
+    pub completed_at: Option<SystemTime>,
+}

@@ -12,6 +12,7 @@
 
 mod index;
 mod runner;
+mod sequences;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -144,6 +145,7 @@ impl JobQueue {
         };
         queue.recover(started).await?;
         queue.inner.starts.clear()?;
+        queue.resume_sequences().await?;
         let pending = queue.inner.store.pending_after(0).await?;
         {
             let mut index = lock(&queue.inner.index);
@@ -335,6 +337,9 @@ impl JobQueue {
             JobStatus::Cancelled,
         );
         self.release_waiters(id);
+        if let Some(sequence) = job.sequence_id.as_deref().zip(job.sequence_index) {
+            self.advance(sequence, id, JobStatus::Cancelled).await?;
+        }
         Ok(true)
     }
 

@@ -297,6 +297,14 @@ impl JobQueue {
             let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
             me.publish_transition(&claimed.id, &instance, sequence, JobStatus::Running, status);
             me.release_waiters(&claimed.id);
+            if let Some((sequence, index)) = &claimed.sequence
+                && let Err(e) = me.advance((sequence, *index), &claimed.id, status).await
+            {
+                tracing::warn!(
+                    "sequence {sequence} could not move past step {index}: {e}; it moves on \
+                     when the queue is next opened"
+                );
+            }
         });
     }
 

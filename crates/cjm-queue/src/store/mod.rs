@@ -3,6 +3,7 @@
 //! store today (one host per file); a `PostgreSQL` store for several hosts
 //! sharing a queue implements the same trait.
 
+mod sequences;
 mod sqlite;
 mod writer;
 
@@ -134,8 +135,58 @@ pub struct Recovered {
     pub status: JobStatus,
 }
 
-/// Which jobs a listing returns.
+/// A sequence as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceRow {
+    /// Its id.
+    pub id: String,
+    /// Its steps, encoded.
+    pub steps: Vec<u8>,
+    /// Whether the first failed step ends it.
+    pub fail_fast: bool,
+    /// The priority of its steps that have none of their own.
+    pub priority: i64,
+    /// The step running or next to run.
+    pub current_index: i64,
+    /// That step's job.
+    pub current_job_id: Option<String>,
+    /// Running, or how it ended.
+    pub status: JobStatus,
+    /// When it was submitted (ms since the epoch).
+    pub submitted_ms: i64,
+    /// When it ended.
+    pub completed_ms: Option<i64>,
+}
+
+/// A sequence's move past step `from`: to the next step's job, or to its end.
+#[derive(Debug, Clone)]
+pub struct Advance {
+    /// The sequence.
+    pub id: String,
+    /// The step that ended; the move applies only if it is still current.
+    pub from: i64,
+    /// The next step's job, inserted in the same transaction.
+    pub next: Option<NewJob>,
+    /// `running` with a next job, else how the sequence ended.
+    pub status: JobStatus,
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// What a sequence's advance did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advanced {
+    /// Nothing: it was no longer running at that step (cancelled meanwhile;
+    /// then its end is recorded).
+    Halted,
+    /// It ended.
+    Ended,
+    /// It moved to its next step, whose job has this number.
+    Next(i64),
+}
+
+/// Which jobs a listing returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listing {
     /// Pending, in dispatch order.
     Pending,
@@ -143,6 +194,8 @@ pub enum Listing {
     Running,
     /// Ended, most recent first, at most this many.
     History(Option<usize>),
+    /// The members of a sequence, in step order.
+    Sequence(String),
 }
 
 /// Where jobs are kept. Writes are durable once their future resolves. A write
@@ -187,6 +240,22 @@ pub trait Store: Send + Sync + 'static {
     fn list(&self, listing: Listing) -> StoreFuture<'_, Vec<Job>>;
     /// Counts by status.
     fn stats(&self) -> StoreFuture<'_, QueueStats>;
+    /// Inserts a sequence and its first step's job (none for an empty one)
+    /// in one transaction; returns that job's number.
+    fn insert_sequence(
+        &self,
+        sequence: SequenceRow,
+        first: Option<NewJob>,
+    ) -> StoreFuture<'static, Option<i64>>;
+    /// Moves a running sequence past a step that ended.
+    fn advance_sequence(&self, advance: Advance) -> StoreFuture<'static, Advanced>;
+    /// Marks a running sequence cancelled; `false` if it was not running.
+    fn cancel_sequence(&self, id: &str, at_ms: i64) -> StoreFuture<'static, bool>;
+    /// The sequence with this id.
+    fn sequence(&self, id: &str) -> StoreFuture<'_, Option<SequenceRow>>;
+    /// The sequences still running (to advance those a dead host left between
+    /// steps).
+    fn running_sequences(&self) -> StoreFuture<'_, Vec<SequenceRow>>;
     /// Deletes ended jobs beyond the newest `keep`, and those ended before
     /// `before_ms`; returns how many went.
     fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'static, u64>;

@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::writer::{Op, write_loop};
 use super::{
-    Claimed, Finish, Inserted, Listing, NewJob, PendingRow, Recovered, Requeue, Store, StoreFuture,
+    Advance, Advanced, Claimed, Finish, Inserted, Listing, NewJob, PendingRow, Recovered, Requeue,
+    SequenceRow, Store, StoreFuture,
 };
 use crate::blob;
 use crate::error::QueueError;
@@ -115,6 +116,10 @@ impl SqliteStore {
             .await
             .map_err(open)?;
         sqlx::raw_sql(SCHEMA)
+            .execute(&mut writer)
+            .await
+            .map_err(open)?;
+        sqlx::raw_sql(super::sequences::SCHEMA)
             .execute(&mut writer)
             .await
             .map_err(open)?;
@@ -447,6 +452,12 @@ impl Store for SqliteStore {
                      ORDER BY completed_ms DESC, seq DESC LIMIT ?"
                 ))
                 .bind(limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX))),
+                Listing::Sequence(id) => sqlx::query(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE sequence_id = ? ORDER BY sequence_index, seq"
+                ))
+                .bind(id),
             };
             let rows = query
                 .fetch_all(&self.reads)
@@ -479,6 +490,64 @@ impl Store for SqliteStore {
                 }
             }
             Ok(stats)
+        })
+    }
+
+    fn insert_sequence(
+        &self,
+        sequence: SequenceRow,
+        first: Option<NewJob>,
+    ) -> StoreFuture<'static, Option<i64>> {
+        Box::pin(self.write("store a sequence", |tx| {
+            Op::InsertSequence(sequence, first, tx)
+        }))
+    }
+
+    fn advance_sequence(&self, advance: Advance) -> StoreFuture<'static, Advanced> {
+        Box::pin(self.write("move a sequence to its next step", |tx| {
+            Op::Advance(advance, tx)
+        }))
+    }
+
+    fn cancel_sequence(&self, id: &str, at_ms: i64) -> StoreFuture<'static, bool> {
+        let id = id.to_owned();
+        Box::pin(self.write("cancel a sequence", move |tx| {
+            Op::CancelSequence(id, at_ms, tx)
+        }))
+    }
+
+    fn sequence(&self, id: &str) -> StoreFuture<'_, Option<SequenceRow>> {
+        let id = id.to_owned();
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {} FROM sequences WHERE id = ?",
+                super::sequences::COLUMNS
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&id)
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(|e| self.sql("read a sequence", e))?;
+            row.map(|r| super::sequences::row(&r))
+                .transpose()
+                .map_err(|e| self.sql("read a sequence", e))
+        })
+    }
+
+    fn running_sequences(&self) -> StoreFuture<'_, Vec<SequenceRow>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {} FROM sequences WHERE status = 'running' ORDER BY submitted_ms",
+                super::sequences::COLUMNS
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.reads)
+                .await
+                .map_err(|e| self.sql("list running sequences", e))?;
+            rows.iter()
+                .map(super::sequences::row)
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.sql("list running sequences", e))
         })
     }
 

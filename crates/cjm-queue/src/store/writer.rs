@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Finish, Inserted, NewJob, Recovered, Requeue};
+use super::{Advance, Advanced, Finish, Inserted, NewJob, Recovered, Requeue, SequenceRow};
 use crate::model::JobStatus;
 
 /// The most writes one transaction takes.
@@ -31,6 +31,9 @@ pub(super) enum Op {
     Finish(Finish, Reply<()>),
     Requeue(Requeue, Reply<()>),
     CancelPhase(i64, &'static str, Reply<()>),
+    InsertSequence(SequenceRow, Option<NewJob>, Reply<Option<i64>>),
+    Advance(Advance, Reply<Advanced>),
+    CancelSequence(String, i64, Reply<bool>),
     CancelPending(i64, i64, String, Reply<bool>),
     CancelRequested(i64, i64, Reply<()>),
     Reprioritize(i64, i64, i64, Reply<bool>),
@@ -66,6 +69,9 @@ impl Op {
                 drop(tx.send(Err(err())));
             }
             Self::Recover(_, _, _, tx) => drop(tx.send(Err(err()))),
+            Self::InsertSequence(_, _, tx) => drop(tx.send(Err(err()))),
+            Self::Advance(_, tx) => drop(tx.send(Err(err()))),
+            Self::CancelSequence(_, _, tx) => drop(tx.send(Err(err()))),
             Self::Prune(_, _, tx) => drop(tx.send(Err(err()))),
         }
     }
@@ -362,6 +368,14 @@ async fn apply(conn: &mut SqliteConnection, op: Op) -> Result<Answer, sqlx::Erro
             .execute(&mut *conn)
             .await?;
             answer(tx, ())
+        }
+        Op::InsertSequence(sequence, first, tx) => answer(
+            tx,
+            super::sequences::insert(conn, &sequence, first.as_ref()).await?,
+        ),
+        Op::Advance(a, tx) => answer(tx, super::sequences::advance(conn, &a).await?),
+        Op::CancelSequence(id, at, tx) => {
+            answer(tx, super::sequences::cancel(conn, &id, at).await?)
         }
         Op::Reprioritize(seq, priority, rank, tx) => {
             let done = sqlx::query(

@@ -8,4 +8,5 @@
 mod control;
 mod durability;
 mod runs;
+mod sequences;
 mod support;
