@@ -14,6 +14,7 @@
 //! | `model.rs` | the reference's statuses, event types, cancel phases, `Job`, `JobEvent`, `QueueStats`; [`Submit`] |
 //! | `queue/` | [`JobQueue`]: the API (`mod.rs`), the dispatch index, the runner |
 //! | `retry.rs` | [`RetryPolicy`]: which failures run again, after what backoff |
+//! | `logs.rs` | a job's lines of its plugin's log, sliced by its window |
 //! | `events.rs` | the event fan-out with bounded buffers and drop counters |
 //! | `startlog.rs` | the start log: which jobs had started, for the next host |
 //! | `store/` | the [`Store`] seam and [`SqliteStore`] (WAL, group commit, host lock) |
@@ -23,6 +24,7 @@
 mod blob;
 mod error;
 mod events;
+mod logs;
 mod model;
 mod queue;
 mod retry;
@@ -32,8 +34,8 @@ pub mod store;
 pub use crate::error::QueueError;
 pub use crate::events::EventStream;
 pub use crate::model::{
-    CancelPhase, Job, JobEvent, JobEventType, JobSequence, JobStatus, QueueStats, SequenceStep,
-    StepResult, Submit,
+    CancelPhase, Job, JobEvent, JobEventType, JobSequence, JobStatus, QueueStats, ResourceSnapshot,
+    SequenceStep, StepResult, Submit,
 };
 pub use crate::queue::{JobQueue, QueueOptions};
 pub use crate::retry::RetryPolicy;

@@ -362,3 +362,26 @@ pub struct JobSequence {
     /// When it ended.
     pub completed_at: Option<SystemTime>,
 }
+
+/// A job's worker at one moment (the reference's `ResourceSnapshot`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSnapshot {
+    /// When it was taken.
+    pub timestamp: SystemTime,
+    /// The worker's pid.
+    pub worker_pid: u32,
+    /// The worker's CPU use since the previous snapshot of it (0 at the first).
+    pub cpu_percent: f64,
+    /// What the worker and its children hold resident, MB.
+    pub memory_rss_mb: f64,
+    /// The GPU the worker is pinned to.
+    pub gpu_index: Option<u32>,
+    /// What the worker holds on it, MB.
+    pub gpu_memory_mb: Option<f64>,
+    /// The GPU's kind, as its driver names it.
+    pub gpu_type: Option<String>,
+    /// The GPU's memory, MB.
+    pub gpu_total_mb: Option<f64>,
+    /// The GPU's utilisation, where the driver reports it.
+    pub gpu_load_percent: Option<f64>,
+}

@@ -28,7 +28,9 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::error::QueueError;
 use crate::events::{Bus, EventStream};
-use crate::model::{Job, JobEvent, JobEventType, JobStatus, QueueStats, Submit, to_ms};
+use crate::model::{
+    Job, JobEvent, JobEventType, JobStatus, QueueStats, ResourceSnapshot, Submit, to_ms,
+};
 use crate::retry::RetryPolicy;
 use crate::startlog::StartLog;
 use crate::store::{Listing, NewJob, SqliteStore, Store};
@@ -111,6 +113,8 @@ struct Inner {
     /// Callers of `wait_for_job`, by job id.
     waiters: Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>,
     running: AtomicBool,
+    /// Each worker's CPU time at its last resource snapshot, by pid.
+    cpu_seen: Mutex<HashMap<u32, (std::time::Instant, f64)>>,
 }
 
 impl JobQueue {
@@ -141,6 +145,7 @@ impl JobQueue {
                 wake: Notify::new(),
                 waiters: Mutex::new(HashMap::new()),
                 running: AtomicBool::new(false),
+                cpu_seen: Mutex::new(HashMap::new()),
             }),
         };
         queue.recover(started).await?;
@@ -437,6 +442,86 @@ impl JobQueue {
             .store
             .prune(self.inner.options.max_history, before)
             .await
+    }
+
+    /// The lines of its plugin's log that job `id` wrote while it ran, at most
+    /// `lines` (the reference's `get_job_logs`: lines stamped by Python's
+    /// `logging` within the job's window, with the unstamped lines after
+    /// them; a log without stamps, or a job not started, gives the tail).
+    pub async fn get_job_logs(&self, id: &str, lines: usize) -> Result<String, QueueError> {
+        let job = self
+            .get_job(id)
+            .await?
+            .ok_or_else(|| QueueError::NoJob(id.to_owned()))?;
+        let plugin = self
+            .inner
+            .manager
+            .info(&job.plugin_instance_id)
+            .map_or_else(|| job.plugin_instance_id.clone(), |i| i.plugin);
+        // Over-read: lines outside the window are dropped.
+        let raw = self
+            .inner
+            .manager
+            .logs(&plugin, lines.saturating_mul(5).max(lines));
+        Ok(crate::logs::slice(
+            &raw,
+            job.started_at,
+            job.completed_at,
+            lines,
+        ))
+    }
+
+    /// What running job `id`'s worker uses now: memory and CPU from procfs,
+    /// the GPU and what the worker holds there from the manager's latest
+    /// sample. `None` if the job is not running or its worker is gone.
+    pub async fn get_resource_snapshot(
+        &self,
+        id: &str,
+    ) -> Result<Option<ResourceSnapshot>, QueueError> {
+        let job = self
+            .get_job(id)
+            .await?
+            .ok_or_else(|| QueueError::NoJob(id.to_owned()))?;
+        if job.status != JobStatus::Running {
+            return Ok(None);
+        }
+        let manager = &self.inner.manager;
+        let Ok(stats) = manager.stats(&job.plugin_instance_id) else {
+            return Ok(None);
+        };
+        let now = std::time::Instant::now();
+        let cpu_percent = {
+            let mut last = lock(&self.inner.cpu_seen);
+            let before = last.insert(stats.pid, (now, stats.cpu_seconds));
+            before.map_or(0.0, |(at, cpu)| {
+                let wall = now.duration_since(at).as_secs_f64();
+                if wall > 0.0 {
+                    (stats.cpu_seconds - cpu).max(0.0) / wall * 100.0
+                } else {
+                    0.0
+                }
+            })
+        };
+        let resources = manager.resources();
+        let instance = resources
+            .instances
+            .iter()
+            .find(|i| i.id == job.plugin_instance_id);
+        let device = instance
+            .and_then(|i| i.device)
+            .and_then(|d| resources.devices.iter().find(|x| x.index == d));
+        let mb = |b: u64| b as f64 / f64::from(1u32 << 20);
+        Ok(Some(ResourceSnapshot {
+            timestamp: SystemTime::now(),
+            worker_pid: stats.pid,
+            cpu_percent,
+            memory_rss_mb: mb(stats.tree_rss_bytes),
+            gpu_index: device.map(|d| d.index),
+            gpu_memory_mb: device.and(instance).map(|i| mb(i.held.vram_bytes)),
+            gpu_type: device.map(|d| d.name.clone()),
+            gpu_total_mb: device.map(|d| mb(d.total_bytes)),
+            gpu_load_percent: None,
+        }))
     }
 
     /// Events of job `id`.

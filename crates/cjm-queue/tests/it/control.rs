@@ -234,3 +234,71 @@ async fn a_retry_waiting_out_its_backoff_survives_the_host_and_runs_when_due() {
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
     assert_eq!(job.result.unwrap().to_json()["tries"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_logs_are_the_lines_its_plugin_wrote_while_it_ran() {
+    let p = Project::new("logs");
+    let q = queue_with(&p, |_| {}).await;
+    let say = |what: &str| {
+        let mut kwargs = action("log");
+        kwargs.push(("say".into(), Value::from(what)));
+        kwargs
+    };
+    let first = q.submit("counter", vec![], say("first"), 0).await.unwrap();
+    let first = q.wait_for_job(&first, LIMIT).await.unwrap();
+    eventually("the first job's lines in the log", async || {
+        q.get_job_logs(&first.id, 50)
+            .await
+            .unwrap()
+            .contains("first went on")
+    })
+    .await;
+    // The next job's lines are stamped a millisecond later at least.
+    let ended = first.completed_at.unwrap();
+    eventually("the clock to pass the first job's end", async || {
+        std::time::SystemTime::now() > ended + Duration::from_millis(2)
+    })
+    .await;
+    let second = q.submit("counter", vec![], say("second"), 0).await.unwrap();
+    q.wait_for_job(&second, LIMIT).await.unwrap();
+    eventually("the second job's lines in the log", async || {
+        q.get_job_logs(&second, 50)
+            .await
+            .unwrap()
+            .contains("second went on")
+    })
+    .await;
+    let mine = q.get_job_logs(&second, 50).await.unwrap();
+    assert!(mine.contains("INFO job says second"), "{mine}");
+    assert!(!mine.contains("first"), "{mine}");
+    let theirs = q.get_job_logs(&first.id, 50).await.unwrap();
+    assert!(!theirs.contains("second"), "{theirs}");
+    assert!(q.get_job_logs("no-such-job", 5).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_jobs_resource_snapshot_names_its_worker_and_what_it_holds() {
+    let p = Project::new("snapshot");
+    let q = queue_with(&p, |_| {}).await;
+    let pid = worker_pid(&q).await;
+    let id = q
+        .submit("counter", vec![], action("wait"), 0)
+        .await
+        .unwrap();
+    eventually("the job to start", async || p.blocked_calls() == 1).await;
+    let mut snapshot = None;
+    eventually("the job to be running in the store", async || {
+        snapshot = q.get_resource_snapshot(&id).await.unwrap();
+        snapshot.is_some()
+    })
+    .await;
+    let s = snapshot.unwrap();
+    assert_eq!(i64::from(s.worker_pid), pid);
+    assert!(s.memory_rss_mb > 1.0, "{s:?}");
+    assert_eq!(s.gpu_index, None, "no GPU here");
+    let again = q.get_resource_snapshot(&id).await.unwrap().unwrap();
+    assert!(again.cpu_percent >= 0.0 && again.timestamp >= s.timestamp);
+    fs_err::write(p.marker("release"), b"").unwrap();
+    q.wait_for_job(&id, LIMIT).await.unwrap();
+    assert_eq!(q.get_resource_snapshot(&id).await.unwrap(), None);
+}
