@@ -127,6 +127,13 @@ pub enum ManagerEvent {
         /// Why it waits.
         reason: String,
     },
+    /// A call that waited was admitted (it runs now).
+    Admitted {
+        /// The instance the call is for.
+        instance_id: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
     /// A call ran out of memory; an idle worker is evicted, its own restarted,
     /// and it is tried again.
     OutOfMemory {
@@ -155,6 +162,7 @@ impl ManagerEvent {
             | Self::CrashLooping { instance_id, .. }
             | Self::Evicted { instance_id, .. }
             | Self::Waiting { instance_id, .. }
+            | Self::Admitted { instance_id, .. }
             | Self::OutOfMemory { instance_id, .. }
             | Self::Drift { instance_id, .. } => instance_id,
             Self::Crashed(record) => &record.instance_id,

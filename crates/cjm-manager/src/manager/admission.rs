@@ -114,8 +114,17 @@ impl Manager {
         step: Step,
     ) -> Result<Admitted, ManagerError> {
         let mut wait_id = None;
+        let started = self.inner.clock.now();
         let out = self.steps(inst, step, &mut wait_id);
-        self.inner.waits.clear(wait_id);
+        if wait_id.is_some() {
+            self.inner.waits.clear(wait_id);
+            if out.is_ok() {
+                self.emit(&ManagerEvent::Admitted {
+                    instance_id: inst.id.clone(),
+                    waited: self.inner.clock.now().saturating_sub(started),
+                });
+            }
+        }
         out
     }
 

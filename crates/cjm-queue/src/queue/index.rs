@@ -22,14 +22,35 @@ pub(super) struct Index {
     pub(super) where_pending: HashMap<i64, (Arc<str>, i64)>,
     /// How many jobs each instance runs (or is starting).
     pub(super) busy: HashMap<Arc<str>, usize>,
-    /// Running jobs by seq (from when they are taken): what cancels them.
-    pub(super) running: HashMap<i64, CallCancel>,
+    /// Running jobs by seq (from when they are taken).
+    pub(super) running: HashMap<i64, Running>,
     /// What pending jobs read ahead run, by seq.
     pub(super) ahead: HashMap<i64, Claimed>,
     /// Retries waiting out their backoff, as (due ms, seq), soonest first.
     delayed: BTreeSet<(i64, i64)>,
     /// Each delayed retry's due time, rank and instance, by seq.
     where_delayed: HashMap<i64, (i64, i64, Arc<str>)>,
+}
+
+/// A job taken to run.
+pub(super) struct Running {
+    /// What stops it.
+    pub(super) cancel: CallCancel,
+    /// Its instance.
+    pub(super) instance: Arc<str>,
+    /// Its id and sequence, once read.
+    pub(super) job: Option<(String, Option<(String, i64)>)>,
+    /// Why the scheduler holds it back, while it does.
+    pub(super) block: Option<String>,
+}
+
+/// A running job whose block reason changed.
+pub(super) struct Reblocked {
+    pub(super) seq: i64,
+    pub(super) id: String,
+    pub(super) sequence: Option<(String, i64)>,
+    /// The reason before.
+    pub(super) before: Option<String>,
 }
 
 impl Index {
@@ -123,7 +144,15 @@ impl Index {
         *self.busy.entry(Arc::clone(&instance)).or_default() += 1;
         // Taken: a cancel from now on is a running job's.
         let cancel = cancel();
-        self.running.insert(seq, cancel.clone());
+        self.running.insert(
+            seq,
+            Running {
+                cancel: cancel.clone(),
+                instance: Arc::clone(&instance),
+                job: None,
+                block: None,
+            },
+        );
         Some((seq, instance, cancel))
     }
 
@@ -135,6 +164,27 @@ impl Index {
                 self.busy.remove(instance);
             }
         }
+    }
+
+    /// The running jobs of `instance` whose block reason changes to `reason`.
+    pub(super) fn block(&mut self, instance: &str, reason: Option<&str>) -> Vec<Reblocked> {
+        let mut changed = Vec::new();
+        for (&seq, r) in &mut self.running {
+            if &*r.instance != instance || r.block.as_deref() == reason {
+                continue;
+            }
+            let Some((id, sequence)) = &r.job else {
+                continue;
+            };
+            let before = std::mem::replace(&mut r.block, reason.map(str::to_owned));
+            changed.push(Reblocked {
+                seq,
+                id: id.clone(),
+                sequence: sequence.clone(),
+                before,
+            });
+        }
+        changed
     }
 
     pub(super) fn running_count(&self) -> usize {

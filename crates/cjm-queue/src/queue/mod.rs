@@ -151,6 +151,7 @@ impl JobQueue {
         queue.recover(started).await?;
         queue.inner.starts.clear()?;
         queue.resume_sequences().await?;
+        queue.watch_manager();
         let pending = queue.inner.store.pending_after(0).await?;
         {
             let mut index = lock(&queue.inner.index);
@@ -189,6 +190,47 @@ impl JobQueue {
             self.publish_transition(&r.id, &r.instance, None, JobStatus::Running, to);
         }
         Ok(())
+    }
+
+    /// Follows the manager's admission: a running job's call that waits gets
+    /// the reason as its `block_reason` (recorded and published as
+    /// `BLOCK_REASON_CHANGED`), cleared once the call is admitted. With one
+    /// job per instance (the default) the reason is the job's own.
+    fn watch_manager(&self) {
+        let mut events = self.inner.manager.subscribe();
+        let queue = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                let (instance, reason) = match e {
+                    cjm_manager::ManagerEvent::Waiting {
+                        instance_id,
+                        reason,
+                    } => (instance_id, Some(reason)),
+                    cjm_manager::ManagerEvent::Admitted { instance_id, .. } => (instance_id, None),
+                    _ => continue,
+                };
+                let Some(inner) = queue.upgrade() else { return };
+                let me = Self { inner };
+                let changed = lock(&me.inner.index).block(&instance, reason.as_deref());
+                for index::Reblocked {
+                    seq,
+                    id,
+                    sequence,
+                    before,
+                } in changed
+                {
+                    drop(me.inner.store.block_reason(seq, reason.clone()));
+                    let sequence = sequence.as_ref().map(|(s, i)| (s, *i));
+                    me.publish(
+                        JobEventType::BlockReasonChanged,
+                        &id,
+                        &instance,
+                        sequence,
+                        || [("from", json!(before)), ("to", json!(reason))],
+                    );
+                }
+            }
+        });
     }
 
     /// Starts running jobs (on the current tokio runtime).
@@ -307,7 +349,7 @@ impl JobQueue {
         // meanwhile; one the runner has taken is a running job.
         let running = {
             let mut index = lock(&self.inner.index);
-            let running = index.running.get(&seq).cloned();
+            let running = index.running.get(&seq).map(|r| r.cancel.clone());
             if running.is_none() {
                 index.remove(seq);
                 index.ahead.remove(&seq);

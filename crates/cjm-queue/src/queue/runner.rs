@@ -141,6 +141,9 @@ impl JobQueue {
             return;
         }
         drop(inner.store.started(seq, to_ms(started)));
+        if let Some(r) = lock(&inner.index).running.get_mut(&seq) {
+            r.job = Some((claimed.id.clone(), claimed.sequence.clone()));
+        }
         let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
         self.publish_transition(
             &claimed.id,

@@ -215,6 +215,8 @@ pub trait Store: Send + Sync + 'static {
     /// Puts a running job that failed back as pending, to run again once
     /// due, its retry count one up.
     fn requeue(&self, requeue: Requeue) -> StoreFuture<'static, ()>;
+    /// Records why the scheduler holds running job `seq` back (`None`: no more).
+    fn block_reason(&self, seq: i64, reason: Option<String>) -> StoreFuture<'static, ()>;
     /// Records how far the cancel of running job `seq` has come.
     fn cancel_phase(&self, seq: i64, phase: CancelPhase) -> StoreFuture<'static, ()>;
     /// Cancels pending job `seq`; `false` if it was not pending.

@@ -353,6 +353,12 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn block_reason(&self, seq: i64, reason: Option<String>) -> StoreFuture<'static, ()> {
+        Box::pin(self.write("record why a job waits", move |tx| {
+            Op::BlockReason(seq, reason, tx)
+        }))
+    }
+
     fn cancel_phase(&self, seq: i64, phase: CancelPhase) -> StoreFuture<'static, ()> {
         Box::pin(self.write("record a cancel's phase", move |tx| {
             Op::CancelPhase(seq, phase.as_str(), tx)

@@ -31,6 +31,7 @@ pub(super) enum Op {
     Finish(Finish, Reply<()>),
     Requeue(Requeue, Reply<()>),
     CancelPhase(i64, &'static str, Reply<()>),
+    BlockReason(i64, Option<String>, Reply<()>),
     InsertSequence(SequenceRow, Option<NewJob>, Reply<Option<i64>>),
     Advance(Advance, Reply<Advanced>),
     CancelSequence(String, i64, Reply<bool>),
@@ -62,6 +63,7 @@ impl Op {
             | Self::Finish(_, tx)
             | Self::Requeue(_, tx)
             | Self::CancelPhase(_, _, tx)
+            | Self::BlockReason(_, _, tx)
             | Self::CancelRequested(_, _, tx) => {
                 drop(tx.send(Err(err())));
             }
@@ -263,7 +265,7 @@ async fn started_rows(
     answers: &mut Vec<Answer>,
 ) -> Result<(), sqlx::Error> {
     let sql = format!(
-        "UPDATE jobs SET status = 'running', started_ms = f.column2, block_reason = NULL \
+        "UPDATE jobs SET status = 'running', started_ms = f.column2 \
          FROM (VALUES {}) AS f WHERE jobs.seq = f.column1 AND jobs.status = 'pending'",
         placeholders(run.len(), 2)
     );
@@ -289,7 +291,7 @@ async fn finish_rows(
 ) -> Result<(), sqlx::Error> {
     let sql = format!(
         "UPDATE jobs SET status = f.column2, completed_ms = f.column3, result = f.column4, \
-         error = f.column5, \
+         error = f.column5, block_reason = NULL, \
          started_ms = COALESCE(jobs.started_ms, f.column6), \
          progress = CASE WHEN f.column2 = 'completed' THEN 1.0 ELSE jobs.progress END, \
          cancel_phase = CASE WHEN f.column2 = 'cancelled' THEN 'completed' ELSE jobs.cancel_phase END \
@@ -355,6 +357,16 @@ async fn apply(conn: &mut SqliteConnection, op: Op) -> Result<Answer, sqlx::Erro
             .await?;
             answer(tx, ())
         }
+        Op::BlockReason(seq, reason, tx) => {
+            sqlx::query(
+                "UPDATE jobs SET block_reason = ? WHERE seq = ? AND status IN ('pending', 'running')",
+            )
+            .bind(reason)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+            answer(tx, ())
+        }
         Op::Requeue(r, tx) => {
             sqlx::query(
                 "UPDATE jobs SET status = 'pending', started_ms = NULL, retry_count = retry_count + 1, \
@@ -391,33 +403,47 @@ async fn apply(conn: &mut SqliteConnection, op: Op) -> Result<Answer, sqlx::Erro
         Op::Recover(at, started, error, tx) => {
             answer(tx, recover(conn, at, &started, &error).await?)
         }
-        Op::Prune(keep, before, tx) => {
-            let by_count = sqlx::query(
-                "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND seq NOT IN \
-                 (SELECT seq FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
-                  ORDER BY completed_ms DESC, seq DESC LIMIT ?)",
-            )
-            .bind(i64::try_from(keep).unwrap_or(i64::MAX))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-            let by_age = match before {
-                Some(ms) => sqlx::query(
-                    "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
-                     AND completed_ms < ?",
-                )
-                .bind(ms)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-                None => 0,
-            };
-            answer(tx, by_count + by_age)
-        }
+        Op::Prune(keep, before, tx) => answer(tx, prune(conn, keep, before).await?),
         Op::Insert(..) | Op::Started(..) | Op::Finish(..) => {
             unreachable!("runs of inserts, starts and finishes are applied as rows")
         }
     })
+}
+
+/// Deletes ended jobs beyond the newest `keep`, and those ended before `before`.
+async fn prune(
+    conn: &mut SqliteConnection,
+    keep: usize,
+    before: Option<i64>,
+) -> Result<u64, sqlx::Error> {
+    let by_count = sqlx::query(
+        "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND seq NOT IN \
+         (SELECT seq FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
+          ORDER BY completed_ms DESC, seq DESC LIMIT ?)",
+    )
+    .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let by_age = match before {
+        Some(ms) => sqlx::query(
+            "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
+             AND completed_ms < ?",
+        )
+        .bind(ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        None => 0,
+    };
+    // An ended sequence goes with the last of its steps' jobs.
+    sqlx::query(
+        "DELETE FROM sequences WHERE status != 'running' AND id NOT IN \
+         (SELECT sequence_id FROM jobs WHERE sequence_id IS NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(by_count + by_age)
 }
 
 /// Settles what a dead host left: every job the start log names (`started`)

@@ -302,3 +302,39 @@ async fn a_running_jobs_resource_snapshot_names_its_worker_and_what_it_holds() {
     q.wait_for_job(&id, LIMIT).await.unwrap();
     assert_eq!(q.get_resource_snapshot(&id).await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_call_waits_for_room_carries_the_reason_until_it_runs() {
+    let p = Project::new("block-reason");
+    // One worker at a time: `other`'s job waits while `counter`'s runs.
+    let m = p.manager_with(&["counter", "other"], |o| o.max_workers = Some(1));
+    let q = JobQueue::open(m, p.options()).await.unwrap();
+    q.start();
+    let busy = q
+        .submit("counter", vec![], action("wait"), 0)
+        .await
+        .unwrap();
+    eventually("the first job to start", async || p.blocked_calls() == 1).await;
+    let blocked = q.submit("other", vec![], vec![], 0).await.unwrap();
+    let mut events = q.events(&blocked);
+    let mut reason = None;
+    eventually("the waiting job's block reason", async || {
+        reason = q.get_job(&blocked).await.unwrap().unwrap().block_reason;
+        reason.is_some()
+    })
+    .await;
+    let reason = reason.unwrap();
+    assert!(reason.contains("other"), "{reason}");
+    fs_err::write(p.marker("release"), b"").unwrap();
+    q.wait_for_job(&busy, LIMIT).await.unwrap();
+    let job = q.wait_for_job(&blocked, LIMIT).await.unwrap();
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    assert_eq!(job.block_reason, None, "cleared once it ran");
+    let changes: Vec<_> = std::iter::from_fn(|| events.try_next())
+        .filter(|e| e.kind == JobEventType::BlockReasonChanged)
+        .map(|e| e.payload["to"].clone())
+        .collect();
+    assert!(changes.len() >= 2, "{changes:?}");
+    assert_eq!(changes[0], serde_json::json!(reason));
+    assert_eq!(changes.last().unwrap(), &serde_json::Value::Null);
+}

@@ -83,6 +83,26 @@ impl Project {
         m
     }
 
+    /// [`manager`](Self::manager) with options of the test's; the instances
+    /// are loaded lazily (their workers start on their first call).
+    pub(crate) fn manager_with(
+        &self,
+        plugins: &[&str],
+        f: impl FnOnce(&mut ManagerOptions),
+    ) -> Manager {
+        let mut options = ManagerOptions {
+            search_paths: Some(vec![self.dir.join("data/manifests")]),
+            reap_interval: None,
+            ..ManagerOptions::default()
+        };
+        f(&mut options);
+        let m = Manager::new(self.config(), options);
+        for p in plugins {
+            m.load(&LoadSpec::new(*p).lazy()).unwrap();
+        }
+        m
+    }
+
     pub(crate) fn queue_path(&self) -> PathBuf {
         self.dir.join("data/queue.db")
     }
