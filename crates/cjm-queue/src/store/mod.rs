@@ -12,7 +12,7 @@ use std::pin::Pin;
 
 use cjm_core::JobError;
 
-pub use self::sqlite::SqliteStore;
+pub use self::sqlite::{INLINE_RESULT_BYTES, SqliteStore};
 use crate::error::QueueError;
 use crate::model::{CancelPhase, Job, JobStatus, QueueStats};
 

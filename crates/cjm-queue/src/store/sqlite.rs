@@ -28,6 +28,11 @@ use crate::blob;
 use crate::error::QueueError;
 use crate::model::{CancelPhase, Job, JobStatus, QueueStats, from_ms};
 
+/// A result encoded larger than this is kept in a file of its own beside the
+/// database (`<file>.results/<job number>`), the row holding its name: the
+/// database stays small and quick to read, whatever the jobs return.
+pub const INLINE_RESULT_BYTES: usize = 64 * 1024;
+
 /// How long a statement waits for a lock another connection holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -57,7 +62,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     block_reason TEXT,
     sequence_id TEXT,
     sequence_index INTEGER,
-    run_after_ms INTEGER
+    run_after_ms INTEGER,
+    result_file TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -73,7 +79,7 @@ macro_rules! job_columns {
         "seq, id, instance, args, kwargs, status, priority, submitted_ms, started_ms, \
          completed_ms, progress, status_message, result, error, idempotency_key, idempotent, \
          timeout_ms, retry_count, cancel_requested_ms, cancel_phase, block_reason, \
-         sequence_id, sequence_index"
+         sequence_id, sequence_index, result_file"
     };
 }
 
@@ -85,6 +91,8 @@ pub struct SqliteStore {
     shared_path: std::sync::Arc<Path>,
     writes: mpsc::UnboundedSender<Op>,
     reads: SqlitePool,
+    /// Where results too large to keep inline go.
+    results: PathBuf,
     /// Held while this store is open: the host lock.
     _lock: std::fs::File,
 }
@@ -132,6 +140,7 @@ impl SqliteStore {
         tokio::spawn(write_loop(writer, rx));
         Ok(Self {
             shared_path: path.as_path().into(),
+            results: PathBuf::from(format!("{}.results", path.display())),
             path,
             writes: ops,
             reads,
@@ -228,6 +237,30 @@ pub(super) fn job_error_json(e: &JobError) -> String {
 }
 
 impl SqliteStore {
+    /// A result kept in a file of its own.
+    fn result_file(&self, id: &str, name: &str) -> Result<cjm_proto::Value, QueueError> {
+        let path = self.results.join(name);
+        let bytes = fs_err::read(&path)
+            .map_err(|e| self.damaged(id, format!("its result file {}: {e}", path.display())))?;
+        blob::decode(&bytes).map_err(|e| self.damaged(id, format!("its result: {e}")))
+    }
+
+    /// Writes a large result to its own file; the name the row keeps.
+    fn keep_result(&self, seq: i64, bytes: &[u8]) -> Result<String, QueueError> {
+        let name = seq.to_string();
+        let io = |action, source| QueueError::Io {
+            path: self.results.clone(),
+            action,
+            source,
+        };
+        fs_err::create_dir_all(&self.results).map_err(|e| io("create", e))?;
+        // Written whole under a temporary name, then renamed: never half a result.
+        let tmp = self.results.join(format!("{name}.tmp"));
+        fs_err::write(&tmp, bytes).map_err(|e| io("write a result into", e))?;
+        fs_err::rename(&tmp, self.results.join(&name)).map_err(|e| io("write a result into", e))?;
+        Ok(name)
+    }
+
     /// A [`Job`] from a row of `job_columns!()`.
     fn job_from(&self, row: &sqlx::sqlite::SqliteRow) -> Result<(i64, Job), QueueError> {
         let get_err = |e: sqlx::Error| self.sql("read a job", e);
@@ -274,7 +307,10 @@ impl SqliteStore {
             completed_at: ms(9)?,
             progress: row.try_get(10).map_err(get_err)?,
             status_message: row.try_get(11).map_err(get_err)?,
-            result: value(12, "result")?,
+            result: match row.try_get::<Option<String>, _>(23).map_err(get_err)? {
+                Some(file) => Some(self.result_file(&id, &file)?),
+                None => value(12, "result")?,
+            },
             error,
             idempotency_key: row.try_get(14).map_err(get_err)?,
             idempotent: row.try_get(15).map_err(get_err)?,
@@ -343,8 +379,22 @@ impl Store for SqliteStore {
         })
     }
 
-    fn finish(&self, finish: Finish) -> StoreFuture<'static, ()> {
-        Box::pin(self.write("record how a job ended", |tx| Op::Finish(finish, tx)))
+    fn finish(&self, mut finish: Finish) -> StoreFuture<'static, ()> {
+        let mut file = None;
+        if let Some(bytes) = finish
+            .result
+            .as_ref()
+            .filter(|b| b.len() > INLINE_RESULT_BYTES)
+        {
+            match self.keep_result(finish.seq, bytes) {
+                Ok(name) => {
+                    file = Some(name);
+                    finish.result = None;
+                }
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            }
+        }
+        Box::pin(self.write("record how a job ended", |tx| Op::Finish(finish, file, tx)))
     }
 
     fn requeue(&self, requeue: Requeue) -> StoreFuture<'static, ()> {
@@ -558,8 +608,16 @@ impl Store for SqliteStore {
     }
 
     fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'static, u64> {
-        Box::pin(self.write("prune the history", move |tx| {
+        let pruned = self.write("prune the history", move |tx| {
             Op::Prune(keep, before_ms, tx)
-        }))
+        });
+        let results = self.results.clone();
+        Box::pin(async move {
+            let (n, files) = pruned.await?;
+            for name in files {
+                let _ = fs_err::remove_file(results.join(name));
+            }
+            Ok(n)
+        })
     }
 }

@@ -28,7 +28,8 @@ type Reply<T> = oneshot::Sender<Result<T, sqlx::Error>>;
 pub(super) enum Op {
     Insert(NewJob, Reply<Inserted>),
     Started(i64, i64, Reply<()>),
-    Finish(Finish, Reply<()>),
+    /// A finish, and the file its result was kept in.
+    Finish(Finish, Option<String>, Reply<()>),
     Requeue(Requeue, Reply<()>),
     CancelPhase(i64, &'static str, Reply<()>),
     BlockReason(i64, Option<String>, Reply<()>),
@@ -39,7 +40,8 @@ pub(super) enum Op {
     CancelRequested(i64, i64, Reply<()>),
     Reprioritize(i64, i64, i64, Reply<bool>),
     Recover(i64, Vec<i64>, String, Reply<Vec<Recovered>>),
-    Prune(usize, Option<i64>, Reply<u64>),
+    /// Answered with how many went, and the result files to remove.
+    Prune(usize, Option<i64>, Reply<(u64, Vec<String>)>),
 }
 
 impl Op {
@@ -60,7 +62,7 @@ impl Op {
         match self {
             Self::Insert(_, tx) => drop(tx.send(Err(err()))),
             Self::Started(_, _, tx)
-            | Self::Finish(_, tx)
+            | Self::Finish(_, _, tx)
             | Self::Requeue(_, tx)
             | Self::CancelPhase(_, _, tx)
             | Self::BlockReason(_, _, tx)
@@ -148,7 +150,7 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Op>) -> Result<(
         .iter()
         .chain(&requeues)
         .filter_map(|op| match op {
-            Op::Finish(f, _) => Some(f.seq),
+            Op::Finish(f, _, _) => Some(f.seq),
             Op::Requeue(r, _) => Some(r.seq),
             _ => None,
         })
@@ -291,24 +293,25 @@ async fn finish_rows(
 ) -> Result<(), sqlx::Error> {
     let sql = format!(
         "UPDATE jobs SET status = f.column2, completed_ms = f.column3, result = f.column4, \
-         error = f.column5, block_reason = NULL, \
+         error = f.column5, block_reason = NULL, result_file = f.column7, \
          started_ms = COALESCE(jobs.started_ms, f.column6), \
          progress = CASE WHEN f.column2 = 'completed' THEN 1.0 ELSE jobs.progress END, \
          cancel_phase = CASE WHEN f.column2 = 'cancelled' THEN 'completed' ELSE jobs.cancel_phase END \
          FROM (VALUES {}) AS f WHERE jobs.seq = f.column1",
-        placeholders(run.len(), 6)
+        placeholders(run.len(), 7)
     );
     let mut q = sqlx::query(AssertSqlSafe(sql));
     let mut replies = Vec::with_capacity(run.len());
     for op in run {
-        if let Op::Finish(f, tx) = op {
+        if let Op::Finish(f, file, tx) = op {
             q = q
                 .bind(f.seq)
                 .bind(f.status.as_str())
                 .bind(f.at_ms)
                 .bind(f.result)
                 .bind(f.error.as_ref().map(super::sqlite::job_error_json))
-                .bind(f.started_ms);
+                .bind(f.started_ms)
+                .bind(file);
             replies.push(tx);
         }
     }
@@ -415,27 +418,30 @@ async fn prune(
     conn: &mut SqliteConnection,
     keep: usize,
     before: Option<i64>,
-) -> Result<u64, sqlx::Error> {
-    let by_count = sqlx::query(
+) -> Result<(u64, Vec<String>), sqlx::Error> {
+    let mut gone = sqlx::query(
         "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND seq NOT IN \
          (SELECT seq FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
-          ORDER BY completed_ms DESC, seq DESC LIMIT ?)",
+          ORDER BY completed_ms DESC, seq DESC LIMIT ?) RETURNING result_file",
     )
     .bind(i64::try_from(keep).unwrap_or(i64::MAX))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let by_age = match before {
-        Some(ms) => sqlx::query(
-            "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
-             AND completed_ms < ?",
-        )
-        .bind(ms)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected(),
-        None => 0,
-    };
+    .fetch_all(&mut *conn)
+    .await?;
+    if let Some(ms) = before {
+        gone.extend(
+            sqlx::query(
+                "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') \
+                 AND completed_ms < ? RETURNING result_file",
+            )
+            .bind(ms)
+            .fetch_all(&mut *conn)
+            .await?,
+        );
+    }
+    let files = gone
+        .iter()
+        .filter_map(|r| r.try_get::<Option<String>, _>(0).ok().flatten())
+        .collect();
     // An ended sequence goes with the last of its steps' jobs.
     sqlx::query(
         "DELETE FROM sequences WHERE status != 'running' AND id NOT IN \
@@ -443,7 +449,7 @@ async fn prune(
     )
     .execute(&mut *conn)
     .await?;
-    Ok(by_count + by_age)
+    Ok((gone.len() as u64, files))
 }
 
 /// Settles what a dead host left: every job the start log names (`started`)

@@ -134,3 +134,38 @@ async fn a_damaged_job_fails_with_the_reason_instead_of_stopping_the_queue() {
     assert!(matches!(err, QueueError::Damaged { .. }), "{err}");
     assert_eq!(q.get_stats().await.unwrap().total_failed, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_is_kept_beside_the_database_and_pruned_with_its_job() {
+    let p = Project::new("large-result");
+    let mut options = p.options();
+    options.max_history = 0;
+    let q = JobQueue::open(p.manager(&["counter"]), options)
+        .await
+        .unwrap();
+    q.start();
+    let id = q
+        .submit("counter", vec![], crate::support::action("bytes"), 0)
+        .await
+        .unwrap();
+    let job = q.wait_for_job(&id, LIMIT).await.unwrap();
+    assert_eq!(job.status, JobStatus::Completed, "{job:?}");
+    let result = job.result.unwrap();
+    let Some(Value::Bytes(audio)) = result.get("audio") else {
+        panic!("{result:?}")
+    };
+    assert_eq!(audio.len(), 256 * 4096);
+    assert!(audio.len() > cjm_queue::store::INLINE_RESULT_BYTES);
+    let results = std::path::PathBuf::from(format!("{}.results", p.queue_path().display()));
+    let files: Vec<_> = fs_err::read_dir(&results).unwrap().collect();
+    assert_eq!(files.len(), 1, "the result has a file of its own");
+    // The database row holds its name, not the megabyte.
+    let db_bytes = fs_err::metadata(p.queue_path()).unwrap().len();
+    assert!(db_bytes < 512 * 1024, "{db_bytes} bytes");
+    assert_eq!(q.prune().await.unwrap(), 1);
+    assert_eq!(
+        fs_err::read_dir(&results).unwrap().count(),
+        0,
+        "pruned with it"
+    );
+}
