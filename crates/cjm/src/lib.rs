@@ -44,4 +44,4 @@ pub use cjm_queue as queue;
 pub use cjm_sched as sched;
 pub use cjm_schema as schema;
 pub use cjm_stores as stores;
-pub use pipeline::{Pipeline, create_pipeline, create_pipeline_with};
+pub use pipeline::{Pipeline, PipelineError, create_pipeline, create_pipeline_with};

@@ -1,4 +1,5 @@
-//! `create_pipeline_with`: a manager and bindings in one call; failures reported.
+//! `create_pipeline_with`: a manager, a started queue and bindings in one
+//! call; failures reported.
 
 use std::path::Path;
 
@@ -9,8 +10,8 @@ use serde_json::json;
 
 use cjm_testkit::python;
 
-#[test]
-fn a_pipeline_loads_what_it_can_and_reports_the_rest() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_loads_what_it_can_reports_the_rest_and_runs_queued_jobs() {
     let dir = std::env::temp_dir().join(format!("cjm-pipeline-{}", std::process::id()));
     let _ = fs_err::remove_dir_all(&dir);
     fs_err::create_dir_all(dir.join("manifests")).unwrap();
@@ -47,12 +48,15 @@ fn a_pipeline_loads_what_it_can_and_reports_the_rest() {
             reap_interval: None,
             ..ManagerOptions::default()
         },
+        cjm::queue::QueueOptions::new(dir.join("queue.db")),
         [
             LoadSpec::from("text-stats"),
             LoadSpec::from("not-installed"),
             LoadSpec::from(("text-stats", bad_config)).instance("strict"),
         ],
-    );
+    )
+    .await
+    .unwrap();
     assert_eq!(pipeline.bindings.keys().collect::<Vec<_>>(), ["text-stats"]);
     let failures: Vec<(&str, bool)> = pipeline
         .failed
@@ -69,6 +73,19 @@ fn a_pipeline_loads_what_it_can_and_reports_the_rest() {
         .execute(vec![Value::from("One one")], vec![])
         .unwrap();
     assert_eq!(out.get("unique"), Some(&Value::Int(1)));
+    // The queue is started: a submitted job runs.
+    let id = pipeline
+        .queue
+        .submit("text-stats", vec![Value::from("Two two two")], vec![], 0)
+        .await
+        .unwrap();
+    let job = pipeline
+        .queue
+        .wait_for_job(&id, Some(std::time::Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(job.status, cjm::queue::JobStatus::Completed, "{job:?}");
+    assert_eq!(job.result.unwrap().get("unique"), Some(&Value::Int(1)));
     drop(pipeline);
     let _ = fs_err::remove_dir_all(&dir);
 }
