@@ -17,7 +17,7 @@
 //! | `logs.rs` | a job's lines of its plugin's log, sliced by its window |
 //! | `events.rs` | the event fan-out with bounded buffers and drop counters |
 //! | `startlog.rs` | the start log: which jobs had started, for the next host |
-//! | `store/` | the [`Store`] seam and [`SqliteStore`] (WAL, group commit, host lock) |
+//! | `store/` | the [`Store`] seam and [`SqliteStore`] (WAL, group commit, host lock, sequences, large results in files) |
 //! | `blob.rs` | arguments and results as stored bytes |
 //! | `error.rs` | [`QueueError`] |
 

@@ -3,6 +3,7 @@
 //! store today (one host per file); a `PostgreSQL` store for several hosts
 //! sharing a queue implements the same trait.
 
+mod files;
 mod sequences;
 mod sqlite;
 mod writer;

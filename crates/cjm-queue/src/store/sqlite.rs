@@ -9,8 +9,6 @@
 //! `<file>.lock` for as long as it works the queue, so a second host on the
 //! same file is refused, never let in to corrupt it.
 
-use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -109,7 +107,7 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let lock = host_lock(&path)?;
+        let lock = super::files::host_lock(&path)?;
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
@@ -194,73 +192,11 @@ impl SqliteStore {
     }
 }
 
-/// Takes `<path>.lock` for this host, or says who holds it.
-fn host_lock(path: &Path) -> Result<std::fs::File, QueueError> {
-    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-    let io = |action, source| QueueError::Io {
-        path: lock_path.clone(),
-        action,
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| io("open", e))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            return Err(QueueError::Busy {
-                path: path.to_owned(),
-                holder: if holder.trim().is_empty() {
-                    "a process that has not said which".to_owned()
-                } else {
-                    holder.trim().to_owned()
-                },
-            });
-        }
-        return Err(io("lock", err));
-    }
-    file.set_len(0).map_err(|e| io("write", e))?;
-    file.rewind().map_err(|e| io("write", e))?;
-    writeln!(file, "pid {}", std::process::id()).map_err(|e| io("write", e))?;
-    Ok(file)
-}
-
 pub(super) fn job_error_json(e: &JobError) -> String {
     serde_json::to_string(e).unwrap_or_else(|_| "{}".to_owned())
 }
 
 impl SqliteStore {
-    /// A result kept in a file of its own.
-    fn result_file(&self, id: &str, name: &str) -> Result<cjm_proto::Value, QueueError> {
-        let path = self.results.join(name);
-        let bytes = fs_err::read(&path)
-            .map_err(|e| self.damaged(id, format!("its result file {}: {e}", path.display())))?;
-        blob::decode(&bytes).map_err(|e| self.damaged(id, format!("its result: {e}")))
-    }
-
-    /// Writes a large result to its own file; the name the row keeps.
-    fn keep_result(&self, seq: i64, bytes: &[u8]) -> Result<String, QueueError> {
-        let name = seq.to_string();
-        let io = |action, source| QueueError::Io {
-            path: self.results.clone(),
-            action,
-            source,
-        };
-        fs_err::create_dir_all(&self.results).map_err(|e| io("create", e))?;
-        // Written whole under a temporary name, then renamed: never half a result.
-        let tmp = self.results.join(format!("{name}.tmp"));
-        fs_err::write(&tmp, bytes).map_err(|e| io("write a result into", e))?;
-        fs_err::rename(&tmp, self.results.join(&name)).map_err(|e| io("write a result into", e))?;
-        Ok(name)
-    }
-
     /// A [`Job`] from a row of `job_columns!()`.
     fn job_from(&self, row: &sqlx::sqlite::SqliteRow) -> Result<(i64, Job), QueueError> {
         let get_err = |e: sqlx::Error| self.sql("read a job", e);
@@ -308,7 +244,10 @@ impl SqliteStore {
             progress: row.try_get(10).map_err(get_err)?,
             status_message: row.try_get(11).map_err(get_err)?,
             result: match row.try_get::<Option<String>, _>(23).map_err(get_err)? {
-                Some(file) => Some(self.result_file(&id, &file)?),
+                Some(file) => Some(
+                    super::files::read_result(&self.results, &file)
+                        .map_err(|reason| self.damaged(&id, reason))?,
+                ),
                 None => value(12, "result")?,
             },
             error,
@@ -386,7 +325,7 @@ impl Store for SqliteStore {
             .as_ref()
             .filter(|b| b.len() > INLINE_RESULT_BYTES)
         {
-            match self.keep_result(finish.seq, bytes) {
+            match super::files::keep_result(&self.results, finish.seq, bytes) {
                 Ok(name) => {
                     file = Some(name);
                     finish.result = None;
