@@ -89,6 +89,12 @@ pub enum QueueError {
     /// The queue was stopped.
     #[error("the job queue was stopped")]
     Stopped,
+    /// The host that works the queue answered with an error.
+    #[error("the queue's host said: {0}")]
+    Host(String),
+    /// No host works the queue (nothing listens on its socket).
+    #[error("no host works this queue (nothing listens on {})", .0.display())]
+    NoHost(std::path::PathBuf),
     /// A uniform sequence's lists of arguments differ in length.
     #[error(
         "a uniform sequence needs as many sets of keyword arguments as of arguments \
@@ -124,6 +130,10 @@ impl QueueError {
             ),
             Self::Manager(e) => e.hint(),
             Self::Stopped => Some("start the queue again (`JobQueue::start`)".into()),
+            Self::Host(_) => Some("see the host's log (`cjm-ctl jobs work` prints it)".into()),
+            Self::NoHost(_) => Some(
+                "start one with `cjm-ctl jobs work`; until then the job waits in the queue".into(),
+            ),
             Self::Mismatch { .. } => Some(
                 "pass one set of keyword arguments per step, or none at all".into(),
             ),

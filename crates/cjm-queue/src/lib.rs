@@ -15,6 +15,7 @@
 //! | `queue/` | [`JobQueue`]: the API (`mod.rs`), the dispatch index, the runner |
 //! | `retry.rs` | [`RetryPolicy`]: which failures run again, after what backoff |
 //! | `logs.rs` | a job's lines of its plugin's log, sliced by its window |
+//! | `client.rs` | [`QueueClient`]: the queue from another process, and the host's socket |
 //! | `events.rs` | the event fan-out with bounded buffers and drop counters |
 //! | `startlog.rs` | the start log: which jobs had started, for the next host |
 //! | `store/` | the [`Store`] seam and [`SqliteStore`] (WAL, group commit, host lock, sequences, large results in files) |
@@ -22,6 +23,7 @@
 //! | `error.rs` | [`QueueError`] |
 
 mod blob;
+mod client;
 mod error;
 mod events;
 mod logs;
@@ -31,6 +33,7 @@ mod retry;
 mod startlog;
 pub mod store;
 
+pub use crate::client::QueueClient;
 pub use crate::error::QueueError;
 pub use crate::events::EventStream;
 pub use crate::model::{

@@ -15,6 +15,7 @@
 //! submitting, cancelling, reordering.
 
 mod index;
+pub(crate) mod poke;
 mod reads;
 mod runner;
 mod sequences;
@@ -118,6 +119,8 @@ struct Inner {
     running: AtomicBool,
     /// Each worker's CPU time at its last resource snapshot, by pid.
     cpu_seen: Mutex<HashMap<u32, (std::time::Instant, f64)>>,
+    /// The socket other processes reach this host on, while it listens.
+    listening: Mutex<Option<poke::Listening>>,
 }
 
 impl JobQueue {
@@ -149,8 +152,12 @@ impl JobQueue {
                 waiters: Mutex::new(HashMap::new()),
                 running: AtomicBool::new(false),
                 cpu_seen: Mutex::new(HashMap::new()),
+                listening: Mutex::new(None),
             }),
         };
+        // Before the pending jobs are read: a job stored meanwhile by another
+        // process is told of on the socket, not missed.
+        *lock(&queue.inner.listening) = Self::listen(&queue.inner);
         queue.recover(started).await?;
         queue.inner.starts.clear()?;
         queue.resume_sequences().await?;
@@ -232,41 +239,11 @@ impl JobQueue {
     /// death, timeout). A key already used returns the first job's id.
     pub async fn submit_with(&self, job: Submit) -> Result<String, QueueError> {
         self.check_instance(&job.instance)?;
-        let unstorable = |what, reason| QueueError::Unstorable {
-            instance: job.instance.clone(),
-            what,
-            reason,
-        };
-        let args = blob::encode(&Value::List(job.args.clone()))
-            .map_err(|e| unstorable("the arguments", e))?;
-        let kwargs = blob::encode(&Value::Map(job.kwargs.clone()))
-            .map_err(|e| unstorable("the keyword arguments", e))?;
-        let submitted_ms = to_ms(SystemTime::now());
-        let inserted = self
-            .inner
-            .store
-            .insert(NewJob {
-                id: new_id(),
-                instance: job.instance.clone(),
-                args,
-                kwargs,
-                priority: job.priority,
-                rank: self.rank(submitted_ms, job.priority),
-                submitted_ms,
-                idempotency_key: job.idempotency_key.clone(),
-                idempotent: job.idempotent,
-                timeout_ms: job
-                    .timeout
-                    .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
-                sequence: None,
-            })
-            .await?;
+        let new = new_job(&job, self.inner.options.aging)?;
+        let (rank, instance) = (new.rank, new.instance.clone());
+        let inserted = self.inner.store.insert(new).await?;
         if !inserted.existed {
-            lock(&self.inner.index).add(
-                inserted.seq,
-                self.rank(submitted_ms, job.priority),
-                &job.instance,
-            );
+            lock(&self.inner.index).add(inserted.seq, rank, &instance);
             self.inner.wake.notify_one();
         }
         Ok(inserted.id)
@@ -288,8 +265,7 @@ impl JobQueue {
     /// The dispatch order of a job submitted at `ms` with `priority`: it runs
     /// as if submitted one aging period earlier per priority level.
     fn rank(&self, ms: i64, priority: i64) -> i64 {
-        let aging = i64::try_from(self.inner.options.aging.as_millis()).unwrap_or(i64::MAX);
-        ms.saturating_sub(priority.saturating_mul(aging))
+        rank(ms, priority, self.inner.options.aging)
     }
 
     /// Cancels a job: a pending one at once (it never runs); a running one
@@ -423,6 +399,42 @@ impl JobQueue {
             }
         }
     }
+}
+
+/// The dispatch order of a job submitted at `ms` with `priority`, when a
+/// waiting job gains a level per `aging`.
+pub(crate) fn rank(ms: i64, priority: i64, aging: Duration) -> i64 {
+    let aging = i64::try_from(aging.as_millis()).unwrap_or(i64::MAX);
+    ms.saturating_sub(priority.saturating_mul(aging))
+}
+
+/// The row a submit stores, submitted now.
+pub(crate) fn new_job(job: &Submit, aging: Duration) -> Result<NewJob, QueueError> {
+    let unstorable = |what, reason| QueueError::Unstorable {
+        instance: job.instance.clone(),
+        what,
+        reason,
+    };
+    let args =
+        blob::encode(&Value::List(job.args.clone())).map_err(|e| unstorable("the arguments", e))?;
+    let kwargs = blob::encode(&Value::Map(job.kwargs.clone()))
+        .map_err(|e| unstorable("the keyword arguments", e))?;
+    let submitted_ms = to_ms(SystemTime::now());
+    Ok(NewJob {
+        id: new_id(),
+        instance: job.instance.clone(),
+        args,
+        kwargs,
+        priority: job.priority,
+        rank: rank(submitted_ms, job.priority, aging),
+        submitted_ms,
+        idempotency_key: job.idempotency_key.clone(),
+        idempotent: job.idempotent,
+        timeout_ms: job
+            .timeout
+            .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
+        sequence: None,
+    })
 }
 
 /// A random UUID (version 4), as the reference's job ids are.

@@ -75,8 +75,8 @@ impl JobQueue {
         self.inner.store.stats().await
     }
 
-    /// Deletes ended jobs beyond [`QueueOptions::max_history`] and older than
-    /// [`QueueOptions::history_age`]; returns how many went.
+    /// Deletes ended jobs beyond [`QueueOptions::max_history`](crate::QueueOptions::max_history) and older than
+    /// [`QueueOptions::history_age`](crate::QueueOptions::history_age); returns how many went.
     pub async fn prune(&self) -> Result<u64, QueueError> {
         let before = self
             .inner

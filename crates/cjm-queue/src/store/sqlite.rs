@@ -91,14 +91,26 @@ pub struct SqliteStore {
     reads: SqlitePool,
     /// Where results too large to keep inline go.
     results: PathBuf,
-    /// Held while this store is open: the host lock.
-    _lock: std::fs::File,
+    /// Held while this store is open: the host lock (none for a client's).
+    _lock: Option<std::fs::File>,
 }
 
 impl SqliteStore {
     /// Opens (or creates) the queue at `path` for this host, refusing it when
     /// another host holds it.
     pub async fn open(path: &Path) -> Result<Self, QueueError> {
+        Self::open_as(path, true).await
+    }
+
+    /// Opens (or creates) the queue at `path` as a client beside its host
+    /// (another process, `cjm-ctl jobs`): without the host lock. A client
+    /// stores and reads jobs; only the host runs them and settles a dead
+    /// host's, so a client never recovers anything.
+    pub async fn open_client(path: &Path) -> Result<Self, QueueError> {
+        Self::open_as(path, false).await
+    }
+
+    async fn open_as(path: &Path, host: bool) -> Result<Self, QueueError> {
         let path = path.to_owned();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs_err::create_dir_all(parent).map_err(|source| QueueError::Io {
@@ -107,7 +119,7 @@ impl SqliteStore {
                 source,
             })?;
         }
-        let lock = super::files::host_lock(&path)?;
+        let lock = host.then(|| super::files::host_lock(&path)).transpose()?;
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)

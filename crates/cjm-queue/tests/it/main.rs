@@ -5,6 +5,7 @@
     reason = "a test that cannot go on fails with the error it got"
 )]
 
+mod client;
 mod control;
 mod durability;
 mod runs;
