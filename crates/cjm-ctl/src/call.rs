@@ -67,7 +67,7 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
-fn json(s: &str, what: &str) -> anyhow::Result<Value> {
+pub(crate) fn json(s: &str, what: &str) -> anyhow::Result<Value> {
     match cjm::core::json_loads::<serde_json::Value>(s) {
         Ok(v) => Ok(Value::from(v)),
         Err(e) => usage!("{what} is not valid JSON: {s:?}: {e}"),
@@ -80,6 +80,27 @@ fn json_object(s: Option<&str>, what: &str) -> anyhow::Result<Vec<(String, Value
         Some(Value::Map(m)) => Ok(m),
         Some(other) => usage!("{what} must be a JSON object, got a {}", other.type_name()),
     }
+}
+
+/// A call's positional and keyword arguments.
+pub(crate) type Arguments = (Vec<Value>, Vec<(String, Value)>);
+
+/// `--args JSON` (an object: keyword arguments; an array: positional) and an
+/// ACTION (the `action` keyword argument), as `call` and `jobs submit` take them.
+pub(crate) fn arguments(args: Option<&str>, action: Option<&str>) -> anyhow::Result<Arguments> {
+    let (args, mut kwargs) = match args.map(|s| json(s, "--args")).transpose()? {
+        None => (Vec::new(), Vec::new()),
+        Some(Value::Map(m)) => (Vec::new(), m),
+        Some(Value::List(l)) => (l, Vec::new()),
+        Some(other) => usage!(
+            "--args must be a JSON object (keyword arguments) or array (positional), got a {}",
+            other.type_name()
+        ),
+    };
+    if let Some(action) = action {
+        kwargs.push(("action".to_owned(), Value::from(action)));
+    }
+    Ok((args, kwargs))
 }
 
 /// What to call, once the worker is up.
@@ -135,18 +156,7 @@ fn call_installed(a: &CallArgs, global: &Global, opts: CallOptions) -> anyhow::R
         );
     }
     let config = json_object(a.config.as_deref(), "--config")?;
-    let (args, mut kwargs) = match a.args.as_deref().map(|s| json(s, "--args")).transpose()? {
-        None => (Vec::new(), Vec::new()),
-        Some(Value::Map(m)) => (Vec::new(), m),
-        Some(Value::List(l)) => (l, Vec::new()),
-        Some(other) => usage!(
-            "--args must be a JSON object (keyword arguments) or array (positional), got a {}",
-            other.type_name()
-        ),
-    };
-    if let Some(action) = a.rest.first() {
-        kwargs.push(("action".to_owned(), Value::from(action.as_str())));
-    }
+    let (args, kwargs) = arguments(a.args.as_deref(), a.rest.first().map(String::as_str))?;
     let manager = Manager::new(
         ctx.cfg.clone(),
         ManagerOptions {

@@ -28,6 +28,7 @@ mod doctor;
 mod host;
 mod inspect;
 mod install;
+mod jobs;
 mod plugins;
 mod resources;
 mod setup_runtime;
@@ -81,6 +82,8 @@ enum Command {
     Schema(inspect::SchemaArgs),
     /// Show what the scheduler sees: memory, GPUs, footprints, waiting calls.
     Resources(resources::ResourcesArgs),
+    /// The durable job queue: submit, list, show, cancel, retry, logs, watch, and work (a host).
+    Jobs(jobs::JobsArgs),
     /// Show an installed plugin: manifest, environment, configuration, variables, secrets (names), log.
     Info(inspect::InfoArgs),
     /// Print a shell completion script: `cjm-ctl completions bash > /etc/bash_completion.d/cjm-ctl`.
@@ -180,6 +183,7 @@ fn main() -> ExitCode {
         Command::Schema(a) => inspect::schema(&a, g),
         Command::Info(a) => inspect::info(&a, g),
         Command::Resources(a) => resources::run(&a, g),
+        Command::Jobs(a) => jobs::run(&a, g),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -36,6 +36,7 @@ pub mod store;
 pub use crate::client::QueueClient;
 pub use crate::error::QueueError;
 pub use crate::events::EventStream;
+pub use crate::logs::job_lines;
 pub use crate::model::{
     CancelPhase, Job, JobEvent, JobEventType, JobSequence, JobStatus, QueueStats, ResourceSnapshot,
     SequenceStep, StepResult, Submit,

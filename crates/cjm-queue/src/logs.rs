@@ -11,6 +11,13 @@ use std::time::SystemTime;
 /// millisecond.
 type Stamp = (i32, u32, u32, u32, u32, u32, u32);
 
+/// The lines of plugin log `raw` that `job` wrote while it ran, the last
+/// `max_lines` of them (what [`JobQueue::get_job_logs`](crate::JobQueue::get_job_logs)
+/// returns, for a reader of the log file itself).
+pub fn job_lines(raw: &str, job: &crate::Job, max_lines: usize) -> String {
+    slice(raw, job.started_at, job.completed_at, max_lines)
+}
+
 /// The lines of `raw` logged while a job ran from `started` to `ended` (still
 /// running: `None`), the last `max_lines` of them.
 pub(crate) fn slice(

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 mod call;
 mod hostile;
 mod install;
+mod jobs;
 mod stores;
 mod support;
 mod verbs;

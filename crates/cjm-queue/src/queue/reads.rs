@@ -70,6 +70,18 @@ impl JobQueue {
         self.inner.store.list(Listing::History(limit)).await
     }
 
+    /// How many jobs this host runs now (or is starting): what a graceful
+    /// stop waits for.
+    pub fn running_now(&self) -> usize {
+        lock(&self.inner.index).running_count()
+    }
+
+    /// Waits until everything this host has recorded so far (ends, starts,
+    /// submits) is durable: before a host leaves.
+    pub async fn flush(&self) -> Result<(), QueueError> {
+        self.inner.store.flush().await
+    }
+
     /// Counts by status.
     pub async fn get_stats(&self) -> Result<QueueStats, QueueError> {
         self.inner.store.stats().await

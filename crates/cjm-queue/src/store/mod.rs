@@ -259,6 +259,8 @@ pub trait Store: Send + Sync + 'static {
     /// The sequences still running (to advance those a dead host left between
     /// steps).
     fn running_sequences(&self) -> StoreFuture<'_, Vec<SequenceRow>>;
+    /// Resolves once every write queued before it is durable.
+    fn flush(&self) -> StoreFuture<'static, ()>;
     /// Deletes ended jobs beyond the newest `keep`, and those ended before
     /// `before_ms`; returns how many went.
     fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'static, u64>;

@@ -558,6 +558,12 @@ impl Store for SqliteStore {
         })
     }
 
+    fn flush(&self) -> StoreFuture<'static, ()> {
+        // The writer commits in order: an empty write's answer comes after
+        // every earlier one's commit.
+        Box::pin(self.write("flush the queue's writes", Op::Flush))
+    }
+
     fn prune(&self, keep: usize, before_ms: Option<i64>) -> StoreFuture<'static, u64> {
         let pruned = self.write("prune the history", move |tx| {
             Op::Prune(keep, before_ms, tx)

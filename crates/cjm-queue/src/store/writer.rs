@@ -36,6 +36,7 @@ pub(super) enum Op {
     InsertSequence(SequenceRow, Option<NewJob>, Reply<Option<i64>>),
     Advance(Advance, Reply<Advanced>),
     CancelSequence(String, i64, Reply<bool>),
+    Flush(Reply<()>),
     CancelPending(i64, i64, String, Reply<bool>),
     CancelRequested(i64, i64, Reply<()>),
     Reprioritize(i64, i64, i64, Reply<bool>),
@@ -66,6 +67,7 @@ impl Op {
             | Self::Requeue(_, tx)
             | Self::CancelPhase(_, _, tx)
             | Self::BlockReason(_, _, tx)
+            | Self::Flush(tx)
             | Self::CancelRequested(_, _, tx) => {
                 drop(tx.send(Err(err())));
             }
@@ -406,6 +408,7 @@ async fn apply(conn: &mut SqliteConnection, op: Op) -> Result<Answer, sqlx::Erro
         Op::Recover(at, started, error, tx) => {
             answer(tx, recover(conn, at, &started, &error).await?)
         }
+        Op::Flush(tx) => answer(tx, ()),
         Op::Prune(keep, before, tx) => answer(tx, prune(conn, keep, before).await?),
         Op::Insert(..) | Op::Started(..) | Op::Finish(..) => {
             unreachable!("runs of inserts, starts and finishes are applied as rows")
