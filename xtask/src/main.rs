@@ -31,7 +31,8 @@ Verbs:
   wheel [--debug]     build the cjm-worker wheel (release unless --debug), install it into the test venv
   test [--no-lint]    tidy, fmt, clippy, rustdoc, cargo-deny, setup, wheel, Rust tests (nextest; cjm-proxy's
                       again on forked workers), doctests, Python tests (pytest), 30 s of fuzzing
-  e2e                 setup, wheel, every crate's integration tests (tests/it), Python tests
+  e2e                 setup, wheel, every integration test (each crate's tests/it, and tests/: the fault
+                      suite that kills a host process in every state), Python tests
   demo [-- ARGS]      setup, release wheel, run the `demo` example of the cjm crate
   bench [-- ARGS]     setup, release wheel, run cjm-bench (writes bench/results.json)
   help                print this list

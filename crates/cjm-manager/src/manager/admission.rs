@@ -68,8 +68,8 @@ impl Manager {
     /// The first look at a call, which never blocks on memory or a worker.
     pub(super) fn quick(&self, inst: &Arc<Instance>) -> Quick {
         let ready = |permit| match inst.worker() {
-            Some(worker) => Quick::Ready(Admitted { worker, permit }),
-            None => Quick::Later(Step::Start(permit)),
+            Some(worker) if worker.is_alive() => Quick::Ready(Admitted { worker, permit }),
+            _ => Quick::Later(Step::Start(permit)),
         };
         match &self.inner.scheduling {
             Policy::Permissive => ready(None),
@@ -140,7 +140,13 @@ impl Manager {
             step = match step {
                 Step::Start(permit) => {
                     if let Some(worker) = inst.worker() {
-                        return Ok(Admitted { worker, permit });
+                        if worker.is_alive() {
+                            return Ok(Admitted { worker, permit });
+                        }
+                        // It died and its supervisor's restart waits out a
+                        // backoff: this call starts a fresh worker now (the
+                        // crash is counted all the same).
+                        self.stop_instance(inst);
                     }
                     if let Some(device) = permit.as_ref().and_then(Permit::device) {
                         lock(&inst.placement).device = Some(device);
