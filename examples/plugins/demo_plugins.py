@@ -105,6 +105,20 @@ class Flaky(PluginInterface):
             while True:
                 self.check_cancel()
                 time.sleep(0.01)
+        if mode == "fail-twice":
+            # A transient failure the first two times (counted in its data folder).
+            import os
+
+            from cjm_worker.errors import PluginTransientError
+
+            path = os.path.join(os.environ.get("CJM_DATA_DIR", "."), "tries")
+            tries = int(open(path).read()) + 1 if os.path.exists(path) else 1
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(str(tries))
+            if tries <= 2:
+                raise PluginTransientError(f"the service was busy (try {tries})")
+            return f"ok after {tries} tries"
         return "ok"
 
 

@@ -1,6 +1,8 @@
 //! `cargo xtask demo`: example plugins installed from a plugins.yaml into their own
 //! environments, then example plugins in their own worker processes, then the
-//! scheduler on a scripted fake GPU (`scheduling.rs`).
+//! scheduler on a scripted fake GPU (`scheduling.rs`), then the durable job
+//! queue with a host process killed mid-queue (`queue.rs`; the demo runs
+//! itself as that host with `--queue-host DATA`).
 //!
 //! Needs `CJM_PYTHON` (an interpreter with the cjm-worker package and numpy),
 //! `CJM_UV` and `CJM_WORKER_WHEEL`, which `cargo xtask demo` prepares.
@@ -9,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod queue;
 mod scheduling;
 
 use cjm::proto::{Array, Buffer, Value};
@@ -248,6 +251,12 @@ fn through_the_manager(cfg: cjm::core::CjmConfig) -> Result<(), Box<dyn std::err
     reason = "the demo reads top to bottom, like a script"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, data] = args.as_slice()
+        && flag == "--queue-host"
+    {
+        return queue::host(Path::new(data));
+    }
     out("cjm demo: every plugin below runs in its own Python worker process.");
 
     let installed = install_from_plugins_yaml()?;
@@ -398,6 +407,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         worker.stop_blocking();
     }
     scheduling::on_a_fake_gpu()?;
+    queue::durable_queue()?;
     out("\nAll workers stopped; nothing left running.");
     Ok(())
 }
