@@ -120,6 +120,9 @@ struct LogsArgs {
     /// At most this many lines.
     #[arg(long, short = 'n', default_value_t = 100)]
     lines: usize,
+    /// Print `{"id": …, "lines": […]}` instead of the lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -399,7 +402,12 @@ async fn logs(client: &QueueClient, ctx: &Ctx, a: &LogsArgs) -> anyhow::Result<E
     let raw = fs_err::read_to_string(cjm::manager::launch::log_file(&ctx.cfg, plugin))
         .unwrap_or_default();
     let lines = cjm::queue::job_lines(&raw, &j, a.lines);
-    if !lines.is_empty() {
+    if a.json {
+        out!(
+            "{}",
+            json!({ "id": j.id, "lines": lines.lines().collect::<Vec<_>>() })
+        );
+    } else if !lines.is_empty() {
         out!("{lines}");
     }
     Ok(ExitCode::SUCCESS)

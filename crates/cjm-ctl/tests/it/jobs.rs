@@ -171,7 +171,8 @@ fn jobs_submitted_from_a_shell_run_on_the_host_and_are_shown_cancelled_and_retri
         Some(2),
         "a completed job is not retried"
     );
-    d.ok(&["jobs", "logs", &again]);
+    let logs = d.json(&["jobs", "logs", &again, "--json"]);
+    assert!(logs["lines"].is_array(), "{logs}");
     let missing = d.ctl(&["jobs", "show", "no-such-job"]);
     assert_eq!(missing.status.code(), Some(2));
 
