@@ -56,7 +56,12 @@ impl Manager {
             let (args, kwargs) = tries.arguments();
             let outcome = self.admit(&inst).and_then(|admitted| {
                 let mut running = Running::enter(self, &inst, admitted.permit, method == "execute");
-                let out = admitted.worker.call_blocking(method, args, kwargs, options);
+                let out = match options.timeout {
+                    // Past its timeout the manager cancels it, so that a worker
+                    // the cancel kills is restarted and initialized again.
+                    Some(t) => self.call_timed(&inst, &admitted.worker, method, (args, kwargs), t),
+                    None => admitted.worker.call_blocking(method, args, kwargs, options),
+                };
                 running.succeeded(out.is_ok());
                 Ok(out?)
             });

@@ -219,6 +219,32 @@ impl CallCancel {
 }
 
 impl Manager {
+    /// `method` on `worker` with a timeout: past it, the call is cancelled in
+    /// phases on a thread of its own (a worker the cancel kills is restarted
+    /// and initialized by the manager) and the caller gets the timeout now.
+    pub(super) fn call_timed(
+        &self,
+        inst: &Arc<Instance>,
+        worker: &Worker,
+        method: &str,
+        (args, kwargs): (Vec<Value>, Vec<(String, Value)>),
+        timeout: Duration,
+    ) -> Result<Value, WorkerError> {
+        let pending = worker.start(method, args, kwargs)?;
+        match pending.wait_timeout(timeout) {
+            Ok(outcome) => outcome,
+            Err(pending) => {
+                let cancel = CallCancel::default();
+                cancel.running((self, inst), worker, pending.id());
+                cancel.cancel();
+                Err(WorkerError::Plugin(PluginError::Timeout {
+                    plugin: plugin_ref(inst),
+                    timeout,
+                }))
+            }
+        }
+    }
+
     /// `execute(*args, **kwargs)` on instance `id`, awaited, stopped by
     /// `cancel` whenever it is asked: a call cancelled before it started never
     /// starts; a running one is stopped in the worker's phases. Either way the

@@ -193,3 +193,38 @@ fn on_the_system_clock_a_crash_waits_out_its_backoff_and_the_reaper_thread_stops
     m.execute(&crashing, vec![], vec![]).unwrap();
     assert_eq!(m.info(&idle).unwrap().pid, None);
 }
+
+/// A call past its `CallOptions` timeout fails at once; the manager cancels
+/// it in phases, and the worker the cancel kills is restarted *and
+/// initialized*, so the next call finds its configuration.
+#[test]
+fn a_call_past_its_timeout_is_stopped_and_the_worker_after_it_is_initialized() {
+    let p = Project::new("call-timeout");
+    let m = Manager::new(
+        p.config(),
+        ManagerOptions {
+            clock: SystemClock::shared(),
+            ..p.options()
+        },
+    );
+    let id = m.load(&LoadSpec::new("counter")).unwrap();
+    let before = m.info(&id).unwrap().pid.unwrap();
+    let err = m
+        .call(
+            &id,
+            "execute",
+            vec![],
+            vec![("action".into(), cjm_proto::Value::from("stubborn"))],
+            cjm_proxy::CallOptions::timeout(Duration::from_millis(100)),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("timed out"), "{err}");
+    crate::support::eventually("the stuck worker to be replaced", || {
+        m.info(&id)
+            .and_then(|i| i.pid)
+            .is_some_and(|pid| pid != before)
+            && m.info(&id).is_some_and(|i| i.state == InstanceState::Ready)
+    });
+    let out = m.execute(&id, vec![], vec![]).unwrap().to_json();
+    assert!(out["config"].is_object(), "initialized again: {out}");
+}
