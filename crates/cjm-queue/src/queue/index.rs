@@ -156,14 +156,17 @@ impl Index {
         Some((seq, instance, cancel))
     }
 
-    pub(super) fn done(&mut self, seq: i64, instance: &Arc<str>) {
-        self.running.remove(&seq);
+    /// Job `seq` no longer runs on `instance`; the block reason it still
+    /// had, if any (its call's admission not yet told).
+    pub(super) fn done(&mut self, seq: i64, instance: &Arc<str>) -> Option<String> {
+        let was = self.running.remove(&seq);
         if let Some(n) = self.busy.get_mut(instance) {
             *n -= 1;
             if *n == 0 {
                 self.busy.remove(instance);
             }
         }
+        was.and_then(|r| r.block)
     }
 
     /// The running jobs of `instance` whose block reason changes to `reason`.

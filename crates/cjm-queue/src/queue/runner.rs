@@ -325,10 +325,11 @@ impl JobQueue {
         };
         // The instance is free as soon as its call returned: the next job's
         // start is logged meanwhile, and the store commits this end with others.
-        lock(&inner.index).done(seq, instance);
+        let blocked = lock(&inner.index).done(seq, instance);
         let me = self.clone();
         let instance = Arc::clone(instance);
         tokio::spawn(async move {
+            me.unblocked(&claimed, &instance, blocked);
             match recorded.await {
                 Ok(()) => me.inner.starts.settled(seq),
                 Err(e) => tracing::warn!(
@@ -374,13 +375,14 @@ impl JobQueue {
             error: error.clone(),
         });
         let mut index = lock(&inner.index);
-        index.done(seq, instance);
+        let blocked = index.done(seq, instance);
         index.add_due(seq, rank, instance, Some(due), to_ms(now));
         drop(index);
         inner.wake.notify_one();
         let me = self.clone();
         let instance = Arc::clone(instance);
         tokio::spawn(async move {
+            me.unblocked(&claimed, &instance, blocked);
             if let Err(e) = recorded.await {
                 tracing::warn!(
                     "job {} on instance {instance} is to run again but that could not \
@@ -412,6 +414,22 @@ impl JobQueue {
                 },
             );
         });
+    }
+
+    /// A job that ended still held back by the scheduler's reason (the
+    /// manager's word that its call was admitted comes on another channel,
+    /// and may come later): the reason is cleared before the job's end is told.
+    fn unblocked(&self, claimed: &Claimed, instance: &str, blocked: Option<String>) {
+        if let Some(before) = blocked {
+            let sequence = claimed.sequence.as_ref().map(|(s, i)| (s, *i));
+            self.publish(
+                JobEventType::BlockReasonChanged,
+                &claimed.id,
+                instance,
+                sequence,
+                || [("from", json!(before)), ("to", serde_json::Value::Null)],
+            );
+        }
     }
 
     /// Takes job `seq`'s start back in the start log before it is put back to

@@ -145,8 +145,9 @@ async fn a_transient_failure_is_retried_with_backoff_and_bad_input_is_not() {
     .await;
     let mut kwargs = action("flaky");
     kwargs.push(("times".into(), Value::Int(3)));
+    // Subscribed before the submit: the job may start before `submit` returns.
+    let mut events = q.all_events();
     let id = q.submit("counter", vec![], kwargs, 0).await.unwrap();
-    let mut events = q.events(&id);
     let job = q.wait_for_job(&id, LIMIT).await.unwrap();
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
     assert_eq!(job.retry_count, 2);
@@ -315,8 +316,9 @@ async fn a_job_whose_call_waits_for_room_carries_the_reason_until_it_runs() {
         .await
         .unwrap();
     eventually("the first job to start", async || p.blocked_calls() == 1).await;
+    // Subscribed before the submit: its call may wait before `submit` returns.
+    let mut events = q.all_events();
     let blocked = q.submit("other", vec![], vec![], 0).await.unwrap();
-    let mut events = q.events(&blocked);
     let mut reason = None;
     eventually("the waiting job's block reason", async || {
         reason = q.get_job(&blocked).await.unwrap().unwrap().block_reason;
@@ -331,7 +333,7 @@ async fn a_job_whose_call_waits_for_room_carries_the_reason_until_it_runs() {
     assert_eq!(job.status, JobStatus::Completed, "{job:?}");
     assert_eq!(job.block_reason, None, "cleared once it ran");
     let changes: Vec<_> = std::iter::from_fn(|| events.try_next())
-        .filter(|e| e.kind == JobEventType::BlockReasonChanged)
+        .filter(|e| e.job_id == blocked && e.kind == JobEventType::BlockReasonChanged)
         .map(|e| e.payload["to"].clone())
         .collect();
     assert!(changes.len() >= 2, "{changes:?}");
