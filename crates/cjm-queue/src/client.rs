@@ -125,15 +125,18 @@ impl QueueClient {
     /// Follows job `id` through the host: `on_event` gets each event as the
     /// host's JSON line (`type`, `job_id`, `payload`, …) until the job ends;
     /// returns how it ended. A job that has ended already returns at once;
+    /// [`QueueError::NoJob`] for a job the file does not hold, and
     /// [`QueueError::NoHost`] when no host runs it.
     pub async fn watch(
         &self,
         id: &str,
         mut on_event: impl FnMut(&serde_json::Value),
     ) -> Result<JobStatus, QueueError> {
-        if let Some(job) = self.get_job(id).await?
-            && job.status.is_terminal()
-        {
+        let job = self
+            .get_job(id)
+            .await?
+            .ok_or_else(|| QueueError::NoJob(id.to_owned()))?;
+        if job.status.is_terminal() {
             return Ok(job.status);
         }
         let Ok(mut stream) = UnixStream::connect(&self.socket).await else {

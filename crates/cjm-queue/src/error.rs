@@ -71,7 +71,7 @@ pub enum QueueError {
         reason: String,
     },
     /// No job has this id.
-    #[error("no job {0} in the queue")]
+    #[error("no job {0:?} in the queue")]
     NoJob(String),
     /// The job did not end within the wait.
     #[error("job {job} was still {status} after waiting {:.1} s", waited.as_secs_f64())]

@@ -175,11 +175,9 @@ impl CallCancel {
         let pending = worker.start("execute", args, kwargs)?;
         self.running(at, worker, pending.id());
         let out = pending.outcome().await;
-        *lock(&self.inner.call) = None;
         // A cancel that killed the worker restarts it before the call is over,
         // so the next call finds a fresh one.
-        let thread = lock(&self.inner.thread).take();
-        if let Some(thread) = thread {
+        if let Some(thread) = self.ended() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         out
@@ -196,12 +194,17 @@ impl CallCancel {
         let pending = worker.start("execute", args, kwargs)?;
         self.running(at, worker, pending.id());
         let out = pending.wait();
-        *lock(&self.inner.call) = None;
-        let thread = lock(&self.inner.thread).take();
-        if let Some(thread) = thread {
+        if let Some(thread) = self.ended() {
             let _ = thread.join();
         }
         out
+    }
+
+    /// The call is over: forgotten, and the thread cancelling it, if one
+    /// was started, handed back to be joined.
+    fn ended(&self) -> Option<std::thread::JoinHandle<()>> {
+        *lock(&self.inner.call) = None;
+        lock(&self.inner.thread).take()
     }
 
     /// Call `id` runs on `worker`: a cancel asked for meanwhile is sent now.

@@ -87,6 +87,8 @@ async fn without_a_host_the_file_takes_jobs_and_cancels_and_the_next_host_runs_t
         .unwrap();
     assert!(client.cancel(&dropped).await.unwrap());
     assert!(!client.cancel(&dropped).await.unwrap(), "cancelled once");
+    let unknown = client.watch("no-such-job", |_| {}).await.unwrap_err();
+    assert!(matches!(unknown, QueueError::NoJob(_)), "{unknown}");
     let err = client.watch(&kept, |_| {}).await.unwrap_err();
     assert!(matches!(err, QueueError::NoHost(_)), "{err}");
     assert!(err.hint().unwrap().contains("cjm-ctl jobs work"));
