@@ -101,6 +101,48 @@ impl Suite {
         Host { child, lines }
     }
 
+    /// Starts a host while this test holds the database's write lock, waits
+    /// until the host holds its host lock (it is opening the queue: it can
+    /// read, but cannot commit its recovery), SIGKILLs it there, and lets
+    /// the write lock go.
+    fn kill_while_recovering(&self, rt: &tokio::runtime::Runtime) {
+        use sqlx::Connection;
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(self.queue());
+        let mut db = rt
+            .block_on(sqlx::SqliteConnection::connect_with(&options))
+            .unwrap();
+        rt.block_on(sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut db))
+            .unwrap();
+        let mut host = self.spawn();
+        let pid = host.child.id().to_string();
+        let holds_host_lock = || {
+            fs_err::read_to_string("/proc/locks")
+                .unwrap()
+                .lines()
+                .any(|l| {
+                    let fields: Vec<_> = l.split_whitespace().collect();
+                    fields.get(1) == Some(&"FLOCK") && fields.get(4) == Some(&pid.as_str())
+                })
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !holds_host_lock() {
+            assert!(
+                Instant::now() < deadline,
+                "the host never took its lock: {:?}",
+                host.child.try_wait()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let said = host.kill_and_read();
+        assert!(
+            !said.iter().any(|l| l.starts_with("working ")),
+            "the host got past its recovery while the database was locked: {said:?}"
+        );
+        rt.block_on(sqlx::raw_sql("ROLLBACK").execute(&mut db))
+            .unwrap();
+        rt.block_on(db.close()).unwrap();
+    }
+
     /// The processes whose environment names this suite's data folder: its
     /// workers. Waits (at most 20 s) for them to be gone.
     fn no_workers_left(&self) {
@@ -146,6 +188,15 @@ impl Host {
                 return line.trim().to_owned();
             }
         }
+    }
+
+    /// SIGKILLs the host, reaps it, and returns the lines it said that
+    /// were not read yet.
+    fn kill_and_read(mut self) -> Vec<String> {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        let _ = self.child.wait();
+        self.lines.lines().map_while(Result::ok).collect()
     }
 
     /// SIGKILLs the host and reaps it.
@@ -204,10 +255,18 @@ fn a_host_killed_again_and_again_mid_queue_and_mid_commit_loses_no_job() {
         kills += 1;
         s.no_workers_left();
     }
-    // Killed while it recovers: before it says it works the queue.
+    // Killed while it recovers: a host killed while a job runs leaves that
+    // job for the next one to settle, and the next one is killed inside its
+    // recovery.
     for _ in 0..3 {
-        s.spawn().kill();
-        kills += 1;
+        let (mut host, pending) = s.host();
+        if pending > 0 {
+            host.until(|l| l.ends_with(" running"));
+        }
+        host.kill();
+        s.no_workers_left();
+        s.kill_while_recovering(&rt);
+        kills += 2;
     }
     // The last host runs what is left.
     let (mut host, mut pending) = s.host();

@@ -31,7 +31,7 @@ pub use crate::{
     binding::PluginBinding,
     error::ManagerError,
     manager::{
-        CallCancel, DeviceResources, ExecuteStream, ForkserverResources, InstanceInfo,
+        CallCancel, CallReport, DeviceResources, ExecuteStream, ForkserverResources, InstanceInfo,
         InstanceResources, LoadSpec, Manager, ManagerOptions, Resources, WaitingCall,
     },
     state::{CrashRecord, InstanceState, ManagerEvent, RestartPolicy},

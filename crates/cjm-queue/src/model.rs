@@ -180,6 +180,10 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     /// The longest it may run.
     pub timeout: Option<Duration>,
+    /// Its worker's latest periodic snapshot, while it runs (kept in the
+    /// host's memory, not the store: `None` once it ended, and when read
+    /// from another process).
+    pub last_resource_snapshot: Option<ResourceSnapshot>,
 }
 
 /// One event (the reference's `JobEvent`).
@@ -361,6 +365,28 @@ pub struct JobSequence {
     pub submitted_at: SystemTime,
     /// When it ended.
     pub completed_at: Option<SystemTime>,
+}
+
+impl ResourceSnapshot {
+    /// As the `snapshot` of a `RESOURCE_SNAPSHOT` event: the reference's
+    /// field names, the time in seconds since the epoch.
+    pub fn to_json(&self) -> serde_json::Value {
+        let at = self
+            .timestamp
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        serde_json::json!({
+            "timestamp": at.as_secs_f64(),
+            "worker_pid": self.worker_pid,
+            "cpu_percent": self.cpu_percent,
+            "memory_rss_mb": self.memory_rss_mb,
+            "gpu_index": self.gpu_index,
+            "gpu_memory_mb": self.gpu_memory_mb,
+            "gpu_type": self.gpu_type,
+            "gpu_total_mb": self.gpu_total_mb,
+            "gpu_load_percent": self.gpu_load_percent,
+        })
+    }
 }
 
 /// A job's worker at one moment (the reference's `ResourceSnapshot`).

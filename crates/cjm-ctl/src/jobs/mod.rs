@@ -443,6 +443,12 @@ async fn watch(client: &QueueClient, a: &WatchArgs) -> anyhow::Result<ExitCode> 
             "state_transition" => {
                 bar.set_message(payload["to"].as_str().unwrap_or("").to_owned());
             }
+            "log_appended" => bar.println(format!(
+                "{} {}: {}",
+                payload["level"].as_str().unwrap_or(""),
+                payload["logger"].as_str().unwrap_or(""),
+                payload["message"].as_str().unwrap_or("")
+            )),
             "cancel_phase_changed" => {
                 bar.set_message(format!("cancel: {}", payload["to"].as_str().unwrap_or("")));
             }

@@ -2,7 +2,8 @@
 //! asked: before the call starts (it never starts), or while it runs (the
 //! worker's phases: ask the plugin, interrupt its thread, kill and restart
 //! the worker). A job queue holds one per running job, for its cancel and
-//! its timeout.
+//! its timeout, and hears through it what the plugin reports as it runs
+//! ([`CallReport`]: progress, log records).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use cjm_core::{CancelPhase, PluginError};
 use cjm_proto::Value;
-use cjm_proxy::{CancelPolicy, CancelStep, Worker, WorkerError};
+use cjm_proxy::{CancelPolicy, CancelStep, Event, PendingCall, Worker, WorkerError};
 
 use super::admission::Quick;
 use super::calls::{After, Running, Slot, Tries, enabled, off_runtime};
@@ -20,6 +21,35 @@ use crate::instance::{Instance, lock};
 
 /// What a cancel's observer is told as each phase begins.
 type OnStep = Box<dyn FnMut(CancelStep) + Send>;
+
+/// What a call's observer is told as the plugin reports.
+type OnReport = Box<dyn FnMut(CallReport) + Send>;
+
+/// What a running call's plugin pushed to the host
+/// ([`CallCancel::on_report`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CallReport {
+    /// `report_progress(progress, message)`.
+    Progress {
+        /// 0.0 to 1.0, or -1.0 when unknown.
+        progress: f64,
+        /// What it is doing, in words.
+        message: String,
+    },
+    /// A `logging` record made while the call ran.
+    Log {
+        /// Python's level number (20: `INFO`).
+        level: i64,
+        /// The logger's name.
+        logger: String,
+        /// The message, formatted.
+        message: String,
+    },
+}
+
+/// How often a blocked caller looks for the running call's reports.
+const REPORT_EVERY: Duration = Duration::from_millis(50);
 
 /// Stops one call from outside ([`Manager::execute_cancellable`]).
 ///
@@ -37,6 +67,7 @@ struct State {
     call: Mutex<Option<Call>>,
     policy: CancelPolicy,
     on_step: Mutex<Option<OnStep>>,
+    on_report: Mutex<Option<OnReport>>,
     /// The thread that cancels the running call, once it was sent.
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -76,6 +107,7 @@ impl CallCancel {
                 call: Mutex::new(None),
                 policy,
                 on_step: Mutex::new(None),
+                on_report: Mutex::new(None),
                 thread: Mutex::new(None),
             }),
         }
@@ -93,6 +125,13 @@ impl CallCancel {
     /// observer set before).
     pub fn on_step(&self, f: impl FnMut(CancelStep) + Send + 'static) {
         *lock(&self.inner.on_step) = Some(Box::new(f));
+    }
+
+    /// Tells `f` what the running call's plugin reports (progress, log
+    /// records), as it comes, in place of any observer set before. Set before
+    /// the call starts; nothing is listened for without one.
+    pub fn on_report(&self, f: impl FnMut(CallReport) + Send + 'static) {
+        *lock(&self.inner.on_report) = Some(Box::new(f));
     }
 
     /// Asks for the call to stop; returns at once. The call's outcome says
@@ -172,9 +211,30 @@ impl CallCancel {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Value, WorkerError> {
+        let reports = self.listens().then(|| worker.events());
         let pending = worker.start("execute", args, kwargs)?;
-        self.running(at, worker, pending.id());
-        let out = pending.outcome().await;
+        let id = pending.id();
+        self.running(at, worker, id);
+        let out = match reports {
+            None => pending.outcome().await,
+            Some(mut reports) => {
+                let outcome = pending.outcome();
+                tokio::pin!(outcome);
+                let out = loop {
+                    tokio::select! {
+                        biased;
+                        out = &mut outcome => break out,
+                        e = reports.recv() => match e {
+                            Some(e) => self.report(id, e),
+                            None => break (&mut outcome).await,
+                        },
+                    }
+                };
+                // What the worker pushed before its result is told first.
+                self.drain(id, &mut reports);
+                out
+            }
+        };
         // A cancel that killed the worker restarts it before the call is over,
         // so the next call finds a fresh one.
         if let Some(thread) = self.ended() {
@@ -183,7 +243,8 @@ impl CallCancel {
         out
     }
 
-    /// Runs `execute` on `worker`, blocking.
+    /// Runs `execute` on `worker`, blocking; reports are looked for every
+    /// [`REPORT_EVERY`] while it runs.
     fn run_blocking(
         &self,
         at: (&Manager, &Arc<Instance>),
@@ -191,13 +252,66 @@ impl CallCancel {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Value, WorkerError> {
+        let reports = self.listens().then(|| worker.events());
         let pending = worker.start("execute", args, kwargs)?;
-        self.running(at, worker, pending.id());
-        let out = pending.wait();
+        let id = pending.id();
+        self.running(at, worker, id);
+        let out = match reports {
+            None => pending.wait(),
+            Some(mut reports) => {
+                let mut pending: PendingCall = pending;
+                let out = loop {
+                    match pending.wait_timeout(REPORT_EVERY) {
+                        Ok(out) => break out,
+                        Err(still) => pending = still,
+                    }
+                    self.drain(id, &mut reports);
+                };
+                self.drain(id, &mut reports);
+                out
+            }
+        };
         if let Some(thread) = self.ended() {
             let _ = thread.join();
         }
         out
+    }
+
+    /// Whether an observer waits for reports.
+    fn listens(&self) -> bool {
+        lock(&self.inner.on_report).is_some()
+    }
+
+    /// Tells the observer what call `id`'s worker pushed so far.
+    fn drain(&self, id: u64, reports: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        while let Ok(e) = reports.try_recv() {
+            self.report(id, e);
+        }
+    }
+
+    /// Tells the observer `e`, if it is a report of call `id`.
+    fn report(&self, id: u64, e: Event) {
+        let report = match e {
+            Event::Progress {
+                call,
+                progress,
+                message,
+            } if call == id => CallReport::Progress { progress, message },
+            Event::Log {
+                call,
+                level,
+                logger,
+                message,
+            } if call == id => CallReport::Log {
+                level,
+                logger,
+                message,
+            },
+            _ => return,
+        };
+        if let Some(f) = lock(&self.inner.on_report).as_mut() {
+            f(report);
+        }
     }
 
     /// The call is over: forgotten, and the thread cancelling it, if one

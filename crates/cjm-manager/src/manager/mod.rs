@@ -52,7 +52,7 @@ use cjm_sched::{Policy, Scheduler};
 use cjm_schema::ConfigSchema;
 use serde_json::Map;
 
-pub use self::cancel::CallCancel;
+pub use self::cancel::{CallCancel, CallReport};
 use self::hub::Hub;
 pub use self::options::{InstanceInfo, LoadSpec, ManagerOptions};
 pub use self::resources::{

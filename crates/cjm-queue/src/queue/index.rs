@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use cjm_manager::CallCancel;
 
+use crate::model::ResourceSnapshot;
 use crate::store::Claimed;
 
 /// How many of an instance's next pending jobs are read at once when one starts.
@@ -42,6 +43,8 @@ pub(super) struct Running {
     pub(super) job: Option<(String, Option<(String, i64)>)>,
     /// Why the scheduler holds it back, while it does.
     pub(super) block: Option<String>,
+    /// Its worker's latest periodic snapshot.
+    pub(super) snapshot: Option<ResourceSnapshot>,
 }
 
 /// A running job whose block reason changed.
@@ -151,6 +154,7 @@ impl Index {
                 instance: Arc::clone(&instance),
                 job: None,
                 block: None,
+                snapshot: None,
             },
         );
         Some((seq, instance, cancel))

@@ -17,6 +17,7 @@
 mod index;
 pub(crate) mod poke;
 mod reads;
+mod reports;
 mod runner;
 mod sequences;
 
@@ -41,6 +42,9 @@ use crate::store::{NewJob, SqliteStore, Store};
 use crate::{blob, lock};
 
 use self::index::Index;
+
+/// How many pending jobs are read at a time into the index on open.
+const PAGE: usize = 10_000;
 
 /// How a queue runs.
 #[derive(Debug, Clone)]
@@ -67,13 +71,19 @@ pub struct QueueOptions {
     /// (asking the plugin, then interrupting its thread, then killing the
     /// worker, which is then restarted); a timeout cancels the same way.
     pub cancel_grace: Duration,
+    /// How often each running job's worker is sampled, each sample kept as
+    /// the job's `last_resource_snapshot` and published as a
+    /// `RESOURCE_SNAPSHOT` event; `None`: never (the reference's default, a
+    /// poll a second and a sample every 4th, is 4 s).
+    pub resource_snapshot_every: Option<Duration>,
 }
 
 impl QueueOptions {
     /// A queue in `path` with the defaults: 64 jobs at once, one per
     /// instance, a priority level per minute of waiting, 10,000 ended jobs
     /// kept for at most 7 days, retries as [`RetryPolicy::default`], 2 s of
-    /// grace for each phase of a cancel.
+    /// grace for each phase of a cancel, a resource snapshot of each running
+    /// job every 4 s.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -85,6 +95,7 @@ impl QueueOptions {
             event_buffer: 1024,
             retry: RetryPolicy::default(),
             cancel_grace: Duration::from_secs(2),
+            resource_snapshot_every: Some(Duration::from_secs(4)),
         }
     }
 }
@@ -162,12 +173,19 @@ impl JobQueue {
         queue.inner.starts.clear()?;
         queue.resume_sequences().await?;
         queue.watch_manager();
-        let pending = queue.inner.store.pending_after(0).await?;
-        {
+        queue.sample_running();
+        let now = to_ms(SystemTime::now());
+        let mut after = 0;
+        loop {
+            let page = queue.inner.store.pending_after(after, PAGE).await?;
+            let full = page.len() == PAGE;
             let mut index = lock(&queue.inner.index);
-            let now = to_ms(SystemTime::now());
-            for row in pending {
+            for row in page {
                 index.add_due(row.seq, row.rank, &row.instance, row.run_after_ms, now);
+                after = row.seq;
+            }
+            if !full {
+                break;
             }
         }
         Ok(queue)

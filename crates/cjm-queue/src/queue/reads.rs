@@ -15,7 +15,15 @@ use crate::store::Listing;
 impl JobQueue {
     /// The job with this id.
     pub async fn get_job(&self, id: &str) -> Result<Option<Job>, QueueError> {
-        Ok(self.inner.store.job(id).await?.map(|(_, j)| j))
+        Ok(self.inner.store.job(id).await?.map(|(seq, mut job)| {
+            if job.status == JobStatus::Running {
+                job.last_resource_snapshot = lock(&self.inner.index)
+                    .running
+                    .get(&seq)
+                    .and_then(|r| r.snapshot.clone());
+            }
+            job
+        }))
     }
 
     /// Waits until the job has ended, at most `timeout`.
@@ -143,10 +151,13 @@ impl JobQueue {
         if job.status != JobStatus::Running {
             return Ok(None);
         }
+        Ok(self.snapshot_of(&job.plugin_instance_id))
+    }
+
+    /// What `instance`'s worker uses now; `None` if it has none.
+    pub(super) fn snapshot_of(&self, instance: &str) -> Option<ResourceSnapshot> {
         let manager = &self.inner.manager;
-        let Ok(stats) = manager.stats(&job.plugin_instance_id) else {
-            return Ok(None);
-        };
+        let stats = manager.stats(instance).ok()?;
         let now = std::time::Instant::now();
         let cpu_percent = {
             let mut last = lock(&self.inner.cpu_seen);
@@ -161,15 +172,12 @@ impl JobQueue {
             })
         };
         let resources = manager.resources();
-        let instance = resources
-            .instances
-            .iter()
-            .find(|i| i.id == job.plugin_instance_id);
+        let instance = resources.instances.iter().find(|i| i.id == instance);
         let device = instance
             .and_then(|i| i.device)
             .and_then(|d| resources.devices.iter().find(|x| x.index == d));
         let mb = |b: u64| b as f64 / f64::from(1u32 << 20);
-        Ok(Some(ResourceSnapshot {
+        Some(ResourceSnapshot {
             timestamp: SystemTime::now(),
             worker_pid: stats.pid,
             cpu_percent,
@@ -179,7 +187,7 @@ impl JobQueue {
             gpu_type: device.map(|d| d.name.clone()),
             gpu_total_mb: device.map(|d| mb(d.total_bytes)),
             gpu_load_percent: None,
-        }))
+        })
     }
 
     /// Events of job `id`.

@@ -194,6 +194,7 @@ impl JobQueue {
             JobStatus::Running,
         );
         let phases = self.watch_phases(seq, instance, &claimed, &cancel);
+        self.hear_reports(seq, instance, &claimed, &cancel);
         let timeout = claimed
             .timeout_ms
             .map(|t| Duration::from_millis(u64::try_from(t).unwrap_or(0)));

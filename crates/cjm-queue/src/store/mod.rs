@@ -218,6 +218,8 @@ pub trait Store: Send + Sync + 'static {
     fn requeue(&self, requeue: Requeue) -> StoreFuture<'static, ()>;
     /// Records why the scheduler holds running job `seq` back (`None`: no more).
     fn block_reason(&self, seq: i64, reason: Option<String>) -> StoreFuture<'static, ()>;
+    /// Records what running job `seq`'s plugin last reported of its progress.
+    fn progress(&self, seq: i64, progress: f64, message: String) -> StoreFuture<'static, ()>;
     /// Records how far the cancel of running job `seq` has come.
     fn cancel_phase(&self, seq: i64, phase: CancelPhase) -> StoreFuture<'static, ()>;
     /// Cancels pending job `seq`; `false` if it was not pending.
@@ -235,8 +237,10 @@ pub trait Store: Send + Sync + 'static {
         started: Vec<i64>,
         error: JobError,
     ) -> StoreFuture<'static, Vec<Recovered>>;
-    /// Pending jobs numbered above `after`, for the dispatch index.
-    fn pending_after(&self, after: i64) -> StoreFuture<'_, Vec<PendingRow>>;
+    /// The first `limit` pending jobs numbered above `after`, in number
+    /// order, for the dispatch index (read a page at a time, so that a
+    /// million pending jobs are not all held as rows at once).
+    fn pending_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<PendingRow>>;
     /// The job with this id, and its number.
     fn job(&self, id: &str) -> StoreFuture<'_, Option<(i64, Job)>>;
     /// Jobs by status.

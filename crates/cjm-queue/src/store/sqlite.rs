@@ -275,6 +275,7 @@ impl SqliteStore {
             block_reason: row.try_get(20).map_err(get_err)?,
             sequence_id: row.try_get(21).map_err(get_err)?,
             sequence_index: row.try_get(22).map_err(get_err)?,
+            last_resource_snapshot: None,
             id,
         };
         Ok((row.try_get(0).map_err(get_err)?, job))
@@ -360,6 +361,12 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn progress(&self, seq: i64, progress: f64, message: String) -> StoreFuture<'static, ()> {
+        Box::pin(self.write("record a job's progress", move |tx| {
+            Op::Progress(seq, progress, message, tx)
+        }))
+    }
+
     fn cancel_phase(&self, seq: i64, phase: CancelPhase) -> StoreFuture<'static, ()> {
         Box::pin(self.write("record a cancel's phase", move |tx| {
             Op::CancelPhase(seq, phase.as_str(), tx)
@@ -399,13 +406,14 @@ impl Store for SqliteStore {
         )
     }
 
-    fn pending_after(&self, after: i64) -> StoreFuture<'_, Vec<PendingRow>> {
+    fn pending_after(&self, after: i64, limit: usize) -> StoreFuture<'_, Vec<PendingRow>> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT seq, rank, instance, run_after_ms FROM jobs \
-                 WHERE status = 'pending' AND seq > ? ORDER BY seq",
+                 WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
             )
             .bind(after)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.reads)
             .await
             .map_err(|e| self.sql("list pending jobs", e))?;

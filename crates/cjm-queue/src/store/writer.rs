@@ -33,6 +33,7 @@ pub(super) enum Op {
     Requeue(Requeue, Reply<()>),
     CancelPhase(i64, &'static str, Reply<()>),
     BlockReason(i64, Option<String>, Reply<()>),
+    Progress(i64, f64, String, Reply<()>),
     InsertSequence(SequenceRow, Option<NewJob>, Reply<Option<i64>>),
     Advance(Advance, Reply<Advanced>),
     CancelSequence(String, i64, Reply<bool>),
@@ -67,6 +68,7 @@ impl Op {
             | Self::Requeue(_, tx)
             | Self::CancelPhase(_, _, tx)
             | Self::BlockReason(_, _, tx)
+            | Self::Progress(_, _, _, tx)
             | Self::Flush(tx)
             | Self::CancelRequested(_, _, tx) => {
                 drop(tx.send(Err(err())));
@@ -357,6 +359,17 @@ async fn apply(conn: &mut SqliteConnection, op: Op) -> Result<Answer, sqlx::Erro
                 "UPDATE jobs SET cancel_phase = ? WHERE seq = ? AND status IN ('pending', 'running')",
             )
             .bind(phase)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+            answer(tx, ())
+        }
+        Op::Progress(seq, progress, message, tx) => {
+            sqlx::query(
+                "UPDATE jobs SET progress = ?, status_message = ? WHERE seq = ? AND status = 'running'",
+            )
+            .bind(progress)
+            .bind(message)
             .bind(seq)
             .execute(&mut *conn)
             .await?;

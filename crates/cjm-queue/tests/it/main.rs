@@ -8,6 +8,8 @@
 mod client;
 mod control;
 mod durability;
+mod reports;
 mod runs;
+mod scale;
 mod sequences;
 mod support;
