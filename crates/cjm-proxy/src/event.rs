@@ -68,14 +68,39 @@ pub(crate) struct EventHub {
 }
 
 impl EventHub {
+    /// A new subscriber. Those gone are let go here too, not only at the next
+    /// event: a worker that never pushes anything, subscribed to once per call,
+    /// would otherwise hold a channel for every call it ever ran.
     pub(crate) fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<Event> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        lock(&self.subs).push(tx);
+        let mut subs = lock(&self.subs);
+        subs.retain(|s| !s.is_closed());
+        subs.push(tx);
         rx
     }
 
     pub(crate) fn emit(&self, e: &Event) {
         let mut subs = lock(&self.subs);
         subs.retain(|s| s.send(e.clone()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribers_gone_are_let_go_when_another_subscribes() {
+        let hub = EventHub::default();
+        for _ in 0..100 {
+            drop(hub.subscribe());
+        }
+        let mut live = hub.subscribe();
+        assert_eq!(lock(&hub.subs).len(), 1);
+        hub.emit(&Event::Output {
+            stream: "stdout",
+            line: "hi".into(),
+        });
+        assert!(matches!(live.try_recv(), Ok(Event::Output { .. })));
     }
 }

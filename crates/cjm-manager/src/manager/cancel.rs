@@ -46,6 +46,14 @@ pub enum CallReport {
         /// The message, formatted.
         message: String,
     },
+    /// The call ran out of memory and is tried again (an idle worker
+    /// evicted, its own restarted), as [`Manager::execute`]'s calls are.
+    Retrying {
+        /// The try that failed (1 for the first).
+        attempt: usize,
+        /// How it failed.
+        error: String,
+    },
 }
 
 /// How often a blocked caller looks for the running call's reports.
@@ -289,6 +297,17 @@ impl CallCancel {
         }
     }
 
+    /// Tells the observer that the call is tried again after try `attempt`
+    /// failed with `error`.
+    fn retrying(&self, attempt: usize, error: &ManagerError) {
+        if let Some(f) = lock(&self.inner.on_report).as_mut() {
+            f(CallReport::Retrying {
+                attempt,
+                error: error.to_string(),
+            });
+        }
+    }
+
     /// Tells the observer `e`, if it is a report of call `id`.
     fn report(&self, id: u64, e: Event) {
         let report = match e {
@@ -424,6 +443,7 @@ impl Manager {
                     return outcome.map_err(|e| tries.last_error(&inst, e));
                 }
                 After::Retry(e) => {
+                    cancel.retrying(tries.attempt, &e);
                     let (me, failed, attempt) = (self.clone(), Arc::clone(&inst), tries.attempt);
                     off_runtime(&inst.plugin, move || {
                         me.recover(&failed, attempt, &e);

@@ -14,6 +14,7 @@
 //! what the queue tells about its jobs. This file: opening (recovery),
 //! submitting, cancelling, reordering.
 
+mod follow;
 mod index;
 pub(crate) mod poke;
 mod reads;

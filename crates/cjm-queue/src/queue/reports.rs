@@ -1,7 +1,8 @@
 //! What a running job tells as it runs: the plugin's progress
 //! (`PROGRESS_CHANGED`, and the job's `progress` / `status_message` in the
 //! store) and log records (`LOG_APPENDED`), pushed by the worker as they
-//! happen; and its worker's resources, sampled every
+//! happen; the manager's tries again after it ran out of memory
+//! (`RETRY_STARTED`); and its worker's resources, sampled every
 //! [`QueueOptions::resource_snapshot_every`](crate::QueueOptions::resource_snapshot_every)
 //! (`RESOURCE_SNAPSHOT`, and the job's `last_resource_snapshot`).
 
@@ -71,6 +72,7 @@ impl JobQueue {
                 logger,
                 message,
             } => heard.log(level, &logger, &message),
+            CallReport::Retrying { attempt, error } => heard.retrying(attempt, &error),
             _ => {}
         });
     }
@@ -198,6 +200,32 @@ impl Heard {
             }
             None => {}
         }
+    }
+
+    /// The manager tries the job's call again after try `attempt` ran out of
+    /// memory: `RETRY_STARTED`, as the reference publishes for its manager's
+    /// retries (the job's `retry_count` counts the queue's own tries only).
+    fn retrying(&self, attempt: usize, error: &str) {
+        self.queue.publish(
+            JobEventType::RetryStarted,
+            &self.id,
+            &self.instance,
+            self.sequence(),
+            || {
+                [
+                    ("attempt", json!(attempt)),
+                    ("category", json!("resource")),
+                    ("error", json!(error)),
+                    ("delay_s", json!(0.0)),
+                    ("by", json!("manager")),
+                    (
+                        "exception_repr",
+                        json!(format!("PluginResourceError({error:?})")),
+                    ),
+                    ("exception_category", json!("resource")),
+                ]
+            },
+        );
     }
 
     /// A log record, published.

@@ -187,6 +187,35 @@ async fn a_transient_failure_is_retried_with_backoff_and_bad_input_is_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_manager_tries_again_for_memory_is_its_jobs_retry_started() {
+    let p = Project::new("retry-oom");
+    let q = queue_with(&p, |o| o.retry = RetryPolicy::never()).await;
+    let mut events = q.all_events();
+    let id = q.submit("counter", vec![], action("oom"), 0).await.unwrap();
+    let job = q.wait_for_job(&id, LIMIT).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed, "{job:?}");
+    // The manager's one try again (its default), then the job fails; the
+    // queue tries nothing itself.
+    assert_eq!(job.retry_count, 0);
+    let retries: Vec<_> = std::iter::from_fn(|| events.try_next())
+        .filter(|e| e.kind == JobEventType::RetryStarted)
+        .collect();
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    let payload = &retries[0].payload;
+    assert_eq!(retries[0].job_id, id);
+    assert_eq!(payload["attempt"], 1, "{payload:?}");
+    assert_eq!(payload["by"], "manager", "{payload:?}");
+    assert_eq!(payload["exception_category"], "resource", "{payload:?}");
+    assert!(
+        payload["error"]
+            .as_str()
+            .unwrap()
+            .contains("the model did not fit"),
+        "{payload:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_waiting_out_its_backoff_survives_the_host_and_runs_when_due() {
     let p = Project::new("retry-durable");
     let mut kwargs = action("flaky");
